@@ -1,0 +1,81 @@
+# Precision Lab. `make book` and `make test` do all the set-up on a fresh machine
+# (Python 3.11 + pip): a .venv from requirements.lock, then the work.
+
+PYTHON  ?= python3
+PROFILE ?= cpu
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed
+MATHJAX := book/_static/mathjax/tex-mml-chtml.js
+PIP     := $(BIN)/python -m pip --disable-pip-version-check --quiet
+
+.PHONY: help venv book chapters html test unit nbval lint run smoke status lock clean
+
+help:  ## list the targets
+	@echo "make book     execute stale chapters (PROFILE=cpu|smoke|gpu) and build _build/html"
+	@echo "make test     unit tests, then nbval over the executed chapters (what CI runs)"
+	@echo "make run      rerun one chapter beside the published one:"
+	@echo "              make run NB=01_number_formats PARAMS='-p formats [fp16,bf16]'"
+	@echo "make smoke    execute every chapter at the smoke profile into book/_runs (seconds)"
+	@echo "make status   which chapters are stale for PROFILE"
+	@echo "make lint     ruff over src and tests"
+	@echo "make venv     only create .venv and install the pinned dependencies"
+	@echo "make lock     rewrite requirements.lock from the current venv (then update environment.yml)"
+	@echo "make clean    remove _build (keeps .venv and the executed chapters)"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (PYTHON=...)"'
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
+	touch $@
+
+# MathJax 3 from a pip package, copied into the book's static files: no CDN at read time.
+$(MATHJAX): $(STAMP)
+	rm -rf book/_static/mathjax
+	mkdir -p book/_static
+	cp -r "$$($(BIN)/python -c 'import mathjax, pathlib; print(pathlib.Path(mathjax.__file__).parent / "static/mathjax/es5")')" book/_static/mathjax
+
+chapters: $(STAMP)
+	$(BIN)/precisionlab book --profile $(PROFILE)
+
+html: $(STAMP) $(MATHJAX)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
+
+book: chapters html  ## chapters, then the HTML book in _build/html
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+# nbval re-executes the executed chapters in book/; their results go to a scratch folder.
+nbval: $(STAMP)
+	$(BIN)/precisionlab status --check
+	PRECISIONLAB_RESULTS_DIR=$(CURDIR)/_build/nbval-results $(BIN)/python -m pytest \
+	  -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 \
+	  book/[0-9][0-9]_*.ipynb
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+test: lint unit nbval  ## what CI runs
+
+run: $(STAMP)
+	@test -n "$(NB)" || { echo "NB=<chapter> is required, e.g. make run NB=01_number_formats PARAMS='-p formats [fp16,bf16]'"; exit 2; }
+	$(BIN)/precisionlab run $(NB) --profile $(PROFILE) $(PARAMS)
+
+smoke: $(STAMP)
+	@for nb in $$(cd notebooks && ls [0-9][0-9]_*.ipynb | sed 's/.ipynb$$//'); do \
+	  $(BIN)/precisionlab run $$nb --profile smoke || exit 1; done
+
+status: $(STAMP)
+	$(BIN)/precisionlab status --profile $(PROFILE)
+
+lock: $(STAMP)
+	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable \
+	  | grep -v -E '^pip==' | sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' | sort -f; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf _build
