@@ -1,0 +1,336 @@
+"""The book runner: execute chapter templates with Papermill, cached, atomic, with provenance.
+
+A template `notebooks/NN_topic.ipynb` is executed into `book/NN_topic.ipynb` only when its
+inputs changed (template, profile parameters, library source, dependency lock), judged by
+content hashes stored in the executed chapter, so a fresh clone re-executes nothing. The run
+happens in a staging folder; the chapter and its results are moved into `book/` and `data/`
+only when every cell succeeded. The runner knows no experiment: it executes any notebook.
+
+    precisionlab book [--profile cpu|smoke|gpu] [--force] [CHAPTER ...]
+    precisionlab run CHAPTER -p NAME VALUE [-p NAME VALUE ...] [--profile P] [--publish]
+    precisionlab status [--profile P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from precisionlab import provenance
+from precisionlab.results import RESULTS_ENV, atomic_write_text, write_json
+from precisionlab.validate import ParameterError, one_of
+
+PROFILES = ("cpu", "smoke", "gpu")
+KEY_VERSION = 1  # bump when the meaning of the input key changes
+
+
+class ChapterFailed(RuntimeError):
+    """A chapter's execution failed; the previously published chapter is untouched."""
+
+
+def quiet() -> bool:
+    """Progress bars off under CI (CI=true), as the README promises."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def chapter_names(root: Path) -> list[str]:
+    """Chapter templates in book order: `notebooks/NN_topic.ipynb`."""
+    return sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def template_path(root: Path, chapter: str) -> Path:
+    """The template of `chapter`, or a clear error listing the chapters there are."""
+    one_of("chapter", chapter, chapter_names(root))
+    return root / "notebooks" / f"{chapter}.ipynb"
+
+
+def template_defaults(template: Path) -> dict[str, Any]:
+    """The `parameters` cell's literals (the cpu book defaults), as Python values."""
+    import papermill
+
+    found = papermill.inspect_notebook(str(template))
+    if not found:
+        raise ParameterError(f"{template.name}: no code cell is tagged 'parameters'")
+    return {name: ast.literal_eval(info["default"]) for name, info in found.items()}
+
+
+def profile_overrides(root: Path, chapter: str, profile: str) -> dict[str, Any]:
+    """Parameters a profile sets for a chapter (`notebooks/profiles.yml`; cpu sets none)."""
+    import yaml
+
+    one_of("profile", profile, PROFILES)
+    table = yaml.safe_load((root / "notebooks" / "profiles.yml").read_text()) or {}
+    return dict((table.get(chapter) or {}).get(profile) or {})
+
+
+def plan(root: Path, chapter: str, profile: str = "cpu",
+         overrides: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(parameters to inject, effective parameters), checking every name against the template."""
+    defaults = template_defaults(template_path(root, chapter))
+    injected = {**profile_overrides(root, chapter, profile), **(overrides or {})}
+    unknown = sorted(set(injected) - set(defaults))
+    if unknown:
+        raise ParameterError(f"{unknown[0]}: not a parameter of {chapter}; "
+                             f"its parameters are: {', '.join(defaults)}")
+    return injected, {**defaults, **injected}
+
+
+def input_key(root: Path, chapter: str, profile: str, injected: dict[str, Any]) -> str:
+    """Content hash of everything that decides a chapter's output."""
+    template = template_path(root, chapter)
+    parts = {
+        "version": KEY_VERSION,
+        "template": hashlib.sha256(template.read_bytes()).hexdigest(),
+        "profile": profile,
+        "parameters": injected,
+        "src": provenance.src_hash(root),
+        "lock": provenance.lock_hash(root),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def stored_key(notebook: Path) -> str | None:
+    """The input key stamped into an executed chapter, if any."""
+    if not notebook.is_file():
+        return None
+    try:
+        meta = json.loads(notebook.read_text())["metadata"]
+    except (ValueError, KeyError):
+        return None
+    return meta.get("precisionlab", {}).get("input_key")
+
+
+@dataclass
+class RunResult:
+    chapter: str
+    status: str  # "executed" or "up to date"
+    notebook: Path
+    seconds: float
+
+
+def execute(root: Path, chapter: str, profile: str = "cpu",
+            overrides: dict[str, Any] | None = None, publish: bool = True,
+            force: bool = False, progress: bool = True) -> RunResult:
+    """Execute one chapter unless its stored input key is current; atomic on success only.
+
+    `publish=True` writes `book/<chapter>.ipynb` and `data/`; otherwise the result goes beside
+    it, to `book/_runs/<chapter>__<key>.ipynb` and `data/_runs/<chapter>__<key>/`.
+    """
+    injected, effective = plan(root, chapter, profile, overrides)
+    key = input_key(root, chapter, profile, injected)
+    if publish:
+        dest, data_dest = root / "book" / f"{chapter}.ipynb", root / "data"
+    else:
+        run_name = f"{chapter}__{key[:10]}"
+        dest = root / "book" / "_runs" / f"{run_name}.ipynb"
+        data_dest = root / "data" / "_runs" / run_name
+    if not force and stored_key(dest) == key:
+        return RunResult(chapter, "up to date", dest, 0.0)
+
+    staging_parent = root / "_build" / "staging"
+    staging_parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{chapter}-", dir=staging_parent))
+    staged_nb, staged_data = staging / f"{chapter}.ipynb", staging / "data"
+    previous_env = os.environ.get(RESULTS_ENV)
+    os.environ[RESULTS_ENV] = str(staged_data)
+    started, t0 = datetime.now(UTC), time.perf_counter()
+    try:
+        _papermill(root, chapter, staged_nb, injected, progress)
+        seconds = time.perf_counter() - t0
+        record = _provenance(root, chapter, profile, key, effective, started, seconds)
+        _finish_notebook(staged_nb, dest, record)
+        write_json(staged_data / chapter / "provenance.json", record)
+        _move_results(staged_data, data_dest, chapter, whole_tree=not publish)
+    finally:
+        if previous_env is None:
+            os.environ.pop(RESULTS_ENV, None)
+        else:
+            os.environ[RESULTS_ENV] = previous_env
+        shutil.rmtree(staging, ignore_errors=True)
+    return RunResult(chapter, "executed", dest, seconds)
+
+
+def _papermill(root: Path, chapter: str, out: Path, injected: dict[str, Any],
+               progress: bool) -> None:
+    import papermill
+    from papermill.exceptions import PapermillExecutionError
+
+    try:
+        papermill.execute_notebook(
+            str(template_path(root, chapter)), str(out), parameters=injected,
+            cwd=str(root / "book"), kernel_name="python3", progress_bar=progress,
+            log_output=False,
+        )
+    except PapermillExecutionError as err:
+        kept = root / "_build" / "failed" / f"{chapter}.ipynb"
+        kept.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.copyfile(out, kept)
+        raise ChapterFailed(
+            f"{chapter}: cell In [{err.exec_count}] (cell {err.cell_index} of the notebook) "
+            f"failed: {err.ename}: {err.evalue}\n  the published chapter is unchanged; "
+            f"the failed notebook is kept at {kept.relative_to(root)}"
+        ) from None
+
+
+def _provenance(root: Path, chapter: str, profile: str, key: str, effective: dict[str, Any],
+                started: datetime, seconds: float) -> dict[str, Any]:
+    device = effective.get("device", "auto")
+    device = provenance.resolve_device(device) if device in provenance.DEVICES else str(device)
+    return {
+        "chapter": chapter,
+        "profile": profile,
+        "parameters": effective,
+        "input_key": key,
+        "src_hash": provenance.src_hash(root),
+        "lock_hash": provenance.lock_hash(root),
+        "machine": provenance.machine(device, effective.get("threads")),
+        "executed_at": started.strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_time_s": round(seconds, 1),
+    }
+
+
+def _finish_notebook(staged: Path, dest: Path, record: dict[str, Any]) -> None:
+    """Hide parameter cells, stamp provenance, add its footer, then rename into place."""
+    import nbformat
+
+    nb = nbformat.read(staged, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if ("parameters" in tags or "injected-parameters" in tags) and "remove-cell" not in tags:
+            tags.append("remove-cell")
+    nb.metadata["precisionlab"] = record
+    nb.cells.append(nbformat.v4.new_markdown_cell(footer(record), id="provenance"))
+    atomic_write_text(dest, nbformat.writes(nb) + "\n")
+
+
+def footer(record: dict[str, Any]) -> str:
+    """The provenance table shown at the foot of each chapter."""
+    m = record["machine"]
+    flags = ", ".join(f for f, on in m["isa"].items() if on) or "none of " + ", ".join(m["isa"])
+    params = "; ".join(f"`{k}={v!r}`" for k, v in record["parameters"].items())
+    rows = [
+        ("Profile", f"`{record['profile']}`"),
+        ("Parameters", params.replace("|", "\\|")),
+        ("Executed", f"{record['executed_at']}, wall time {record['wall_time_s']} s"),
+        ("Device", f"{m['device']}: {m['device_name']}"),
+        ("CPU", f"{m['cpu_model']}, {m['cpu_count']} cores, {m['threads']} threads"),
+        ("ISA flags present", flags),
+        ("Software", f"torch {m['torch']}, Python {m['python']}, {m['platform']}"),
+        ("Hashes", f"src `{record['src_hash'][:12]}`, lock `{record['lock_hash'][:12]}`, "
+                   f"inputs `{record['input_key'][:12]}`"),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in rows)
+    return f"## Provenance\n\n| | |\n|---|---|\n{table}\n"
+
+
+def _move_results(staged: Path, dest: Path, chapter: str, whole_tree: bool) -> None:
+    """Move staged results into place: the chapter's own folder as a whole, shared files one by
+    one (each an atomic rename), so readers never see a mix of two runs of one chapter."""
+    if not staged.exists():
+        return
+    if whole_tree:
+        _replace_dir(staged, dest)
+        return
+    for entry in sorted(staged.iterdir()):
+        if entry.is_dir() and entry.name == chapter:
+            _replace_dir(entry, dest / chapter)
+        else:
+            for file in sorted(p for p in entry.rglob("*") if p.is_file()) if entry.is_dir() \
+                    else [entry]:
+                target = dest / file.relative_to(staged)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(file, target)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    shutil.move(str(new), str(target))
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """`-p NAME VALUE` pairs, VALUE read as YAML like Papermill does (`[fp16, bf16]`, `3`)."""
+    import yaml
+
+    return {name: yaml.safe_load(value) for name, value in pairs}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="precisionlab", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    book = sub.add_parser("book", help="execute every stale chapter into book/")
+    book.add_argument("chapters", nargs="*", help="only these chapters (default: all)")
+    run = sub.add_parser("run", help="rerun one chapter with new parameters")
+    run.add_argument("chapter")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                     metavar=("NAME", "VALUE"), help="a parameter; VALUE is read as YAML")
+    run.add_argument("--publish", action="store_true",
+                     help="replace the published chapter in book/ (default: write beside it)")
+    status = sub.add_parser("status", help="which chapters are stale")
+    status.add_argument("--check", action="store_true",
+                        help="exit 1 if a chapter is stale (its published results are not "
+                             "what the current inputs produce)")
+    for p in (book, run, status):
+        p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
+    for p in (book, run):
+        p.add_argument("--force", action="store_true", help="execute even if up to date")
+    args = parser.parse_args(argv)
+    root = provenance.find_root()
+    try:
+        one_of("profile", args.profile, PROFILES)
+        if args.command == "status":
+            stale = []
+            for name in chapter_names(root):
+                injected, _ = plan(root, name, args.profile)
+                fresh = stored_key(root / "book" / f"{name}.ipynb") == input_key(
+                    root, name, args.profile, injected)
+                print(f"{name}: {'up to date' if fresh else 'stale'}")
+                stale += [] if fresh else [name]
+            if stale and args.check:
+                print(f"precisionlab: stale chapters {', '.join(stale)}: run `make book` and "
+                      "commit book/ and data/", file=sys.stderr)
+                return 1
+            return 0
+        if args.command == "run":
+            result = execute(root, args.chapter, args.profile, parse_params(args.parameter),
+                             publish=args.publish, force=args.force, progress=not quiet())
+            print(f"{result.chapter}: {result.status} -> {result.notebook.relative_to(root)}"
+                  f" ({result.seconds:.1f} s)")
+            return 0
+        names = args.chapters or chapter_names(root)
+        for name in names:
+            one_of("chapter", name, chapter_names(root))
+        from tqdm import tqdm
+
+        for name in tqdm(names, desc="chapters", unit="chapter", disable=quiet()):
+            result = execute(root, name, args.profile, force=args.force, progress=not quiet())
+            tqdm.write(f"{name}: {result.status}"
+                       + (f" ({result.seconds:.1f} s)" if result.status == "executed" else ""))
+        return 0
+    except (ParameterError, ChapterFailed) as err:
+        print(f"precisionlab: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ParameterError) else 1
+    except KeyboardInterrupt:
+        print("precisionlab: interrupted; the published chapters are unchanged", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

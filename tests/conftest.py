@@ -1,0 +1,36 @@
+"""Shared test fixtures: a throwaway copy of the project for runner tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch):
+    """Results written by the code under test go to a temporary folder, never to data/."""
+    monkeypatch.setenv("PRECISIONLAB_RESULTS_DIR", str(tmp_path / "results"))
+    return tmp_path / "results"
+
+
+@pytest.fixture
+def mini_project(tmp_path, monkeypatch):
+    """A minimal project (toc, lock, src, data/claims.csv) with one tiny chapter template."""
+    root = tmp_path / "proj"
+    (root / "notebooks").mkdir(parents=True)
+    (root / "book").mkdir()
+    (root / "data").mkdir()
+    shutil.copytree(ROOT / "src" / "precisionlab", root / "src" / "precisionlab",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "requirements.lock", root / "requirements.lock")
+    shutil.copy(ROOT / "data" / "claims.csv", root / "data" / "claims.csv")
+    (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n")
+    (root / "notebooks" / "profiles.yml").write_text(
+        "90_tiny:\n  smoke:\n    n: 2\n")
+    monkeypatch.chdir(root)
+    monkeypatch.delenv("PRECISIONLAB_RESULTS_DIR", raising=False)
+    return root

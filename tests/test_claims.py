@@ -1,0 +1,45 @@
+"""Verdicts: validated, printed as one deterministic line, stored for the ledger."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from precisionlab import claims
+
+SHARED_CLAIMS = Path(__file__).resolve().parents[2] / "shared" / "claims.md"
+
+
+def test_record_prints_one_line_and_merges_by_claim(results_dir, capsys):
+    claims.record("01_x", "FMT-1", "refuted", "bf16 exists", "tbl-formats")
+    claims.record("01_x", "FMT-2", "supported", "first", "fig-a")
+    again = claims.record("01_x", "FMT-2", "nuanced", "second", "fig-b")
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "FMT-1: refuted - bf16 exists [evidence: tbl-formats]"
+    assert out[-1] == again.line()
+    stored = json.loads((results_dir / "verdicts" / "01_x.json").read_text())
+    assert list(stored) == ["FMT-1", "FMT-2"]
+    assert stored["FMT-2"] == {"claim": "FMT-2", "verdict": "nuanced", "reason": "second",
+                               "evidence": "fig-b", "chapter": "01_x"}
+
+
+@pytest.mark.parametrize("args, message", [
+    (("XX-9", "refuted", "r", "e"), r"^claim: unknown claim id 'XX-9'; known ids: MP-1, "),
+    (("FMT-1", "true", "r", "e"), r"^verdict: must be one of supported, refuted, nuanced, not "),
+    (("FMT-1", "refuted", "", "e"), r"^reason: "),
+    (("FMT-1", "refuted", "two\nlines", "e"), r"^reason: "),
+    (("FMT-1", "refuted", "r", " "), r"^evidence: "),
+])
+def test_record_rejects_bad_input_and_writes_nothing(results_dir, args, message):
+    with pytest.raises(ValueError, match=message):
+        claims.record("01_x", *args)
+    assert not (results_dir / "verdicts").exists()
+
+
+@pytest.mark.skipif(not SHARED_CLAIMS.exists(), reason="no ../shared/claims.md beside the project")
+def test_catalog_has_every_claim_id_of_the_study():
+    ids = set(re.findall(r"^\| ([A-Z]+-\d+) \|", SHARED_CLAIMS.read_text(), flags=re.M))
+    assert ids and ids == set(claims.catalog())

@@ -1,0 +1,141 @@
+"""The book runner: content-hash cache, atomic writes, provenance, clear parameter errors."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from precisionlab import runner
+from precisionlab.validate import ParameterError
+
+CHAPTER = "90_tiny"
+
+
+def write_template(root, extra: str = "") -> None:
+    params = new_code_cell("n = 3\nfail = False\ndevice = 'cpu'\nthreads = 1",
+                           metadata={"tags": ["parameters"]})
+    check = new_code_cell("from precisionlab import validate as v\nv.integer('n', n, 1, 10)")
+    work = new_code_cell(
+        "import pandas as pd\nfrom precisionlab import claims, results\n"
+        "if fail:\n    raise RuntimeError('boom')\n"
+        f"results.save_table(pd.DataFrame({{'i': list(range(n))}}), '{CHAPTER}', 'table')\n"
+        f"claims.record('{CHAPTER}', 'FMT-1', 'nuanced', f'n was {{n}}', 'tbl-x')\n" + extra)
+    nb = new_notebook(cells=[new_markdown_cell("# Tiny"), params, check, work], metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "notebooks" / f"{CHAPTER}.ipynb")
+
+
+def snapshot(root) -> dict[str, bytes]:
+    files = [p for d in ("book", "data") for p in (root / d).rglob("*") if p.is_file()]
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
+
+
+def test_execute_stamps_provenance_and_caches_by_content(mini_project):
+    root = mini_project
+    write_template(root)
+    first = runner.execute(root, CHAPTER, progress=False)
+    assert first.status == "executed"
+    nb = json.loads((root / "book" / f"{CHAPTER}.ipynb").read_text())
+    meta = nb["metadata"]["precisionlab"]
+    assert meta["parameters"] == {"n": 3, "fail": False, "device": "cpu", "threads": 1}
+    assert meta["input_key"] == runner.input_key(root, CHAPTER, "cpu", {})
+    assert meta["machine"]["torch"].startswith("2.13.0")
+    assert {"avx512_bf16", "avx512_fp16", "amx_tile", "avx512_vnni"} <= set(meta["machine"]["isa"])
+    assert "".join(nb["cells"][-1]["source"]).startswith("## Provenance")
+    params_cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    assert "remove-cell" in params_cell["metadata"]["tags"]
+    assert (root / "data" / CHAPTER / "table.csv").read_text().splitlines() == ["i", "0", "1", "2"]
+    stamped = json.loads((root / "data" / CHAPTER / "provenance.json").read_text())
+    assert stamped["chapter"] == CHAPTER
+    verdicts = json.loads((root / "data" / "verdicts" / f"{CHAPTER}.json").read_text())
+    assert verdicts["FMT-1"]["reason"] == "n was 3"
+
+    before = snapshot(root)
+    template = root / "notebooks" / f"{CHAPTER}.ipynb"
+    os.utime(template, (1, 1))  # a new file time alone is not a change
+    assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
+    assert snapshot(root) == before
+
+    (root / "src" / "precisionlab" / "validate.py").write_text(
+        (root / "src" / "precisionlab" / "validate.py").read_text() + "\n# edited\n")
+    assert runner.execute(root, CHAPTER, progress=False).status == "executed"
+    assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
+
+
+def test_failed_cell_is_named_and_leaves_previous_results(mini_project):
+    root = mini_project
+    write_template(root)
+    runner.execute(root, CHAPTER, progress=False)
+    before = snapshot(root)
+    with pytest.raises(runner.ChapterFailed, match=r"cell In \[4\] .*RuntimeError: boom"):
+        runner.execute(root, CHAPTER, overrides={"fail": True}, progress=False)
+    assert snapshot(root) == before
+    assert not list((root / "_build" / "staging").iterdir())
+    assert (root / "_build" / "failed" / f"{CHAPTER}.ipynb").exists()
+
+
+def test_bad_value_fails_in_the_validation_cell(mini_project):
+    root = mini_project
+    write_template(root, extra="raise AssertionError('compute must not run')")
+    with pytest.raises(runner.ChapterFailed,
+                       match=r"cell In \[3\] .*n: must be an integer from 1 to 10"):
+        runner.execute(root, CHAPTER, overrides={"n": 99}, progress=False)
+    assert not (root / "book" / f"{CHAPTER}.ipynb").exists()
+    assert not (root / "data" / CHAPTER).exists()
+
+
+def test_unknown_parameter_or_profile_or_chapter_fails_before_any_kernel(mini_project):
+    root = mini_project
+    write_template(root)
+    with pytest.raises(ParameterError, match=r"^m: not a parameter of 90_tiny; .*n, fail"):
+        runner.execute(root, CHAPTER, overrides={"m": 1})
+    with pytest.raises(ParameterError, match=r"^profile: must be one of 'cpu', 'smoke', 'gpu'"):
+        runner.execute(root, CHAPTER, profile="tpu")
+    with pytest.raises(ParameterError, match=r"^chapter: must be one of '90_tiny'"):
+        runner.execute(root, "91_missing")
+
+
+def test_profiles_and_reruns_go_beside_the_published_chapter(mini_project):
+    root = mini_project
+    write_template(root)
+    runner.execute(root, CHAPTER, progress=False)
+    before = snapshot(root)
+    injected, effective = runner.plan(root, CHAPTER, "smoke")
+    assert injected == {"n": 2} and effective["n"] == 2
+    rerun = runner.execute(root, CHAPTER, overrides={"n": 5}, publish=False, progress=False)
+    assert rerun.notebook.parent == root / "book" / "_runs"
+    run_data = root / "data" / "_runs" / rerun.notebook.stem
+    assert (run_data / CHAPTER / "table.csv").read_text().count("\n") == 6
+    assert json.loads((run_data / "verdicts" / f"{CHAPTER}.json").read_text())["FMT-1"]["reason"] \
+        == "n was 5"
+    after = {k: v for k, v in snapshot(root).items() if "/_runs/" not in k}
+    assert after == before
+
+
+def test_interrupted_run_leaves_nothing_half_written(mini_project, monkeypatch):
+    root = mini_project
+    write_template(root)
+    runner.execute(root, CHAPTER, progress=False)
+    before = snapshot(root)
+
+    def interrupted(root_, chapter, out, injected, progress):
+        out.write_text("{half a notebook")
+        (out.parent / "data" / CHAPTER).mkdir(parents=True)
+        (out.parent / "data" / CHAPTER / "table.csv").write_text("i\n")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_papermill", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.execute(root, CHAPTER, overrides={"n": 4}, progress=False)
+    assert snapshot(root) == before
+    assert not list((root / "_build" / "staging").iterdir())
+
+
+def test_parse_params_reads_yaml_like_papermill():
+    assert runner.parse_params([("formats", "[fp16, bf16]"), ("seeds", "[0,1]"), ("lr", "0.5"),
+                                ("device", "cpu")]) == {
+        "formats": ["fp16", "bf16"], "seeds": [0, 1], "lr": 0.5, "device": "cpu"}
