@@ -46,12 +46,10 @@ def write_json(path: Path, obj: object) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def save_table(df: pd.DataFrame, chapter: str, name: str, provenance: dict | None = None) -> Path:
-    """Save one tidy table as `<results>/<chapter>/<name>.csv` (+ `<name>.json` provenance)."""
+def save_table(df: pd.DataFrame, chapter: str, name: str) -> Path:
+    """Save one tidy table as `<results>/<chapter>/<name>.csv`; the runner adds the chapter's
+    `provenance.json` beside it when the run succeeds."""
     if not name.replace("_", "").replace("-", "").isalnum():
         raise ValueError(f"name: use letters, digits, '_' or '-' only; got {name!r}")
-    folder = results_root() / chapter
-    path = atomic_write_text(folder / f"{name}.csv", df.to_csv(index=False, lineterminator="\n"))
-    if provenance is not None:
-        write_json(folder / f"{name}.json", {"table": path.name, "provenance": provenance})
-    return path
+    return atomic_write_text(results_root() / chapter / f"{name}.csv",
+                             df.to_csv(index=False, lineterminator="\n"))
