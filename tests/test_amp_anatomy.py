@@ -1,0 +1,32 @@
+"""The dtype of each tensor kind in one real step, per precision policy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from precisionlab.amp.anatomy import step_dtypes, summarize
+from precisionlab.data import digits
+from precisionlab.models import MLP
+
+DATA = digits(0)
+
+
+def kinds(precision: str) -> dict[str, str]:
+    torch.manual_seed(0)
+    table = step_dtypes(MLP([64, 16, 10]), DATA.x_train[:8], DATA.y_train[:8], precision)
+    return summarize(table)["dtypes"].to_dict()
+
+
+@pytest.mark.parametrize("precision, low", [("bf16-mixed", "bf16"), ("16-mixed", "fp16")])
+def test_mixed_computes_low_and_keeps_fp32_master_weights_gradients_and_state(precision, low):
+    k = kinds(precision)
+    assert k["activation"] == k["activation gradient"] == low
+    assert k["weight gradient (.grad)"] == k["weight (master copy)"] == "fp32"
+    assert k["optimizer state exp_avg"] == k["optimizer state exp_avg_sq"] == "fp32"
+    assert k["input"] == "fp32"
+
+
+def test_true_casts_everything_including_optimizer_state():
+    k = kinds("16-true")
+    assert set(k.values()) == {"fp16"}
