@@ -137,13 +137,14 @@ def test_char_sequences_classes_is_vocab_size_even_if_top_char_absent():
 # ---------------------------------------------------------------- digits and Split
 
 
-def test_digits_unchanged():
+def test_digits_standardized_on_train_with_constant_pixels_left_at_scale_one():
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     x, y = load_digits(return_X_y=True)
     x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=0.25, random_state=7, stratify=y)
-    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0) + 1e-6
+    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
+    std[std == 0] = 1.0
     s = digits(seed=7)
     assert s.name == "digits" and s.classes is None and s.n_classes == 10
     assert torch.equal(s.x_train, torch.tensor((x_tr - mean) / std, dtype=torch.float32))
@@ -151,6 +152,7 @@ def test_digits_unchanged():
     assert torch.equal(s.y_train, torch.tensor(y_tr)) and torch.equal(s.y_test, torch.tensor(y_te))
     assert all(torch.equal(u, v) for u, v in zip(_tensors(s), _tensors(digits(seed=7)),
                                                   strict=True))
+    assert s.x_test.abs().max() < 100  # no test pixel divided by a near-zero train std
 
 
 def test_split_default_classes_from_labels():
