@@ -24,6 +24,10 @@ def test_record_prints_one_line_and_merges_by_claim(results_dir, capsys):
     assert list(stored) == ["FMT-1", "FMT-2"]
     assert stored["FMT-2"] == {"claim": "FMT-2", "verdict": "nuanced", "reason": "second",
                                "evidence": "fig-b", "chapter": "01_x"}
+    assert claims.recorded("01_x") == {"FMT-1": claims.Verdict("FMT-1", "refuted", "bf16 exists",
+                                                               "tbl-formats", "01_x"),
+                                       "FMT-2": again}
+    assert claims.recorded("02_none") == {}
 
 
 @pytest.mark.parametrize("args, message", [

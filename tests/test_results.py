@@ -12,6 +12,7 @@ def test_save_table_goes_to_the_results_dir(results_dir):
     path = results.save_table(pd.DataFrame({"a": [1, 2]}), "01_x", "t")
     assert path == results_dir / "01_x" / "t.csv"
     assert path.read_text() == "a\n1\n2\n"
+    assert path.stat().st_mode & 0o044 == 0o044  # readable by group and others
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(results_dir):

@@ -60,6 +60,13 @@ def record(chapter: str, claim: str, verdict: str, reason: str, evidence: str) -
     return result
 
 
+def recorded(chapter: str) -> dict[str, Verdict]:
+    """The verdicts `chapter` has recorded so far in this run, by claim id."""
+    path = results_root() / "verdicts" / f"{chapter}.json"
+    entries = json.loads(path.read_text()) if path.exists() else {}
+    return {claim: Verdict(**entry) for claim, entry in entries.items()}
+
+
 def load_verdicts(root: Path | None = None) -> list[Verdict]:
     """Every verdict recorded under `data/verdicts/`, sorted by chapter then claim id."""
     folder = (root or find_root()) / "data" / "verdicts"

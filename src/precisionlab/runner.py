@@ -145,6 +145,9 @@ def execute(root: Path, chapter: str, profile: str = "cpu",
     staged_nb, staged_data = staging / f"{chapter}.ipynb", staging / "data"
     previous_env = os.environ.get(RESULTS_ENV)
     os.environ[RESULTS_ENV] = str(staged_data)
+    # Spinning OpenMP threads slow torch 20-40x when another process holds a core; the kernel
+    # inherits this (results are bit-identical either way).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started, t0 = datetime.now(UTC), time.perf_counter()
     try:
         _papermill(root, chapter, staged_nb, injected, progress)
