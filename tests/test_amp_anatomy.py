@@ -30,3 +30,14 @@ def test_mixed_computes_low_and_keeps_fp32_master_weights_gradients_and_state(pr
 def test_true_casts_everything_including_optimizer_state():
     k = kinds("16-true")
     assert set(k.values()) == {"fp16"}
+
+
+def test_autocast_probe_lowers_matmuls_and_keeps_losses_in_fp32_on_cpu():
+    from precisionlab.amp.anatomy import autocast_probe
+
+    table = autocast_probe("cpu", torch.bfloat16)
+    assert table.loc[["linear", "matmul", "conv1d"], "fp32 input"].eq("bf16").all()
+    assert table.loc[["softmax", "exp", "layer_norm"], "fp32 input"].eq("fp32").all()
+    assert table.loc[["cross_entropy", "mse_loss"], "bf16 input"].eq("fp32").all()
+    # CPU autocast leaves softmax in the dtype it is given (CUDA autocast would run it in fp32)
+    assert table.loc["softmax", "bf16 input"] == "bf16"

@@ -97,6 +97,13 @@ def test_mixed_keeps_fp32_master_weights_and_true_casts_them():
     assert {p.dtype for p in pure.parameters()} == {torch.bfloat16}
 
 
+def test_weights_gone_nan_count_as_stalled():
+    _, history = fit(precision="16-true", optimizer="adam", lr=1e-3, steps=3, track_stalled=True)
+    broken = ~history.loss.apply(float).map(lambda v: v == v)  # NaN loss: fp16 Adam broke
+    assert broken.any()
+    assert history.stalled[broken].eq(1.0).all()
+
+
 def test_pure_bf16_sgd_loses_small_updates():
     _, pure = fit(precision="bf16-true", optimizer="sgd", lr=1e-4, steps=3, track_stalled=True)
     _, full = fit(precision="32-true", optimizer="sgd", lr=1e-4, steps=3, track_stalled=True)

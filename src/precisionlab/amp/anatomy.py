@@ -68,3 +68,38 @@ def summarize(table: pd.DataFrame) -> pd.DataFrame:
     grouped = table.groupby("tensor", sort=False)["dtype"].agg(
         lambda s: ", ".join(sorted(set(s), key=list(s).index)))
     return grouped.reindex(order).to_frame("dtypes")
+
+
+def _probe_ops() -> dict[str, object]:
+    import torch.nn.functional as F
+
+    w2, w3 = torch.randn(8, 16), torch.randn(8, 4, 3)
+    return {
+        "linear": lambda x: F.linear(x, w2.to(x.dtype)),
+        "matmul": lambda x: x @ x.transpose(-1, -2),
+        "conv1d": lambda x: F.conv1d(x.reshape(4, 4, 4), w3.to(x.dtype)),
+        "relu": F.relu,
+        "gelu": F.gelu,
+        "exp": torch.exp,
+        "sum": lambda x: x.sum(-1),
+        "mean": lambda x: x.mean(-1),
+        "softmax": lambda x: F.softmax(x, -1),
+        "log_softmax": lambda x: F.log_softmax(x, -1),
+        "layer_norm": lambda x: F.layer_norm(x, x.shape[-1:]),
+        "cross_entropy": lambda x: F.cross_entropy(x, torch.zeros(len(x), dtype=torch.long)),
+        "mse_loss": lambda x: F.mse_loss(x, torch.zeros_like(x)),
+    }
+
+
+def autocast_probe(device_type: str, dtype: torch.dtype) -> pd.DataFrame:
+    """Output dtype of common ops under `torch.autocast(device_type, dtype)`, for fp32 inputs
+    and for inputs already in `dtype`: autocast's per-op lists, observed rather than quoted."""
+    rows = []
+    for name, op in _probe_ops().items():
+        row = {"op": name}
+        for label, in_dtype in (("fp32 input", torch.float32), (f"{short(dtype)} input", dtype)):
+            x = torch.randn(4, 16, device=device_type, dtype=in_dtype)
+            with torch.autocast(device_type, dtype=dtype):
+                row[label] = short(op(x).dtype)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("op")

@@ -220,14 +220,16 @@ def _grad_norm(params: list[nn.Parameter], clip_norm: float | None) -> float:
 
 
 def _stalled(params: list[nn.Parameter], before: list[torch.Tensor]) -> float:
-    """Share of weights with a nonzero gradient that the step left exactly unchanged."""
+    """Share of weights with a nonzero gradient that the step did not move to a new finite
+    value (left exactly unchanged, or turned into inf/NaN)."""
     moved = wanted = 0
     for p, old in zip(params, before, strict=True):
         if p.grad is None:
             continue
-        has_grad = p.grad != 0
+        has_grad = p.grad != 0  # NaN gradients count as wanting a move too
+        new = p.detach()
         wanted += int(has_grad.sum())
-        moved += int((has_grad & (p.detach() != old)).sum())
+        moved += int((has_grad & (new != old) & torch.isfinite(new)).sum())
     return 1.0 - moved / wanted if wanted else float("nan")
 
 
