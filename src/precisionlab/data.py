@@ -62,16 +62,25 @@ def digits(seed: int = 0, test_fraction: float = 0.25) -> Split:
     x, y = load_digits(return_X_y=True)
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=test_fraction, random_state=seed, stratify=y)
-    # Border pixels that are constant in the train split keep scale 1: dividing by a tiny std
-    # would blow up the rare test image where such a pixel is not 0.
+    return _standardized("digits", x_tr, y_tr, x_te, y_te)
+
+
+def _standardized(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarray,
+                  y_te: np.ndarray, classes: int | None = None) -> Split:
+    """A Split with features standardized by the train part's per-feature mean and std.
+
+    Features constant in the train part keep scale 1: dividing by a tiny std would blow up
+    the rare test example where such a feature (a digits border pixel) is not 0.
+    """
     mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     return Split(
-        "digits",
+        name,
         torch.tensor((x_tr - mean) / std, dtype=torch.float32),
         torch.tensor(y_tr, dtype=torch.int64),
         torch.tensor((x_te - mean) / std, dtype=torch.float32),
         torch.tensor(y_te, dtype=torch.int64),
+        classes=classes,
     )
 
 
@@ -105,16 +114,8 @@ def mnist1d(seed: int = 0, n_samples: int = 4000, test_fraction: float = 0.2) ->
         np.random.set_state(np_state)
     x = np.concatenate([data["x"], data["x_test"]])
     y = np.concatenate([data["y"], data["y_test"]])
-    x_tr, x_te, y_tr, y_te = x[:-n_test], x[-n_test:], y[:-n_test], y[-n_test:]
-    mean, std = x_tr.mean(axis=0), x_tr.std(axis=0)
-    return Split(
-        "mnist1d",
-        torch.tensor((x_tr - mean) / std, dtype=torch.float32),
-        torch.tensor(y_tr, dtype=torch.int64),
-        torch.tensor((x_te - mean) / std, dtype=torch.float32),
-        torch.tensor(y_te, dtype=torch.int64),
-        classes=10,
-    )
+    return _standardized("mnist1d", x[:-n_test], y[:-n_test], x[-n_test:], y[-n_test:],
+                         classes=10)
 
 
 # Pure-Python modules shipped with every CPython 3.11; their source is the char-level corpus.
