@@ -1,0 +1,45 @@
+"""Quantization: uniform affine integers, calibration observers, fake quant for QAT, a
+torchao-style `quantize_` API, real int8 kernels, and low-rank factorization as a contrast.
+
+    from precisionlab.quant import QuantConfig, QuantSpec, calibrate, quantize_
+    quantize_(model, QuantConfig(weight=QuantSpec(bits=4, granularity="per_channel")))
+"""
+
+from precisionlab.quant.affine import (
+    GRANULARITIES,
+    OBSERVERS,
+    QTensor,
+    QuantSpec,
+    dequantize,
+    fake_quantize,
+    pack_int4,
+    qparams,
+    quantize,
+    quantize_tensor,
+    ste_fake_quantize,
+    unpack_int4,
+)
+from precisionlab.quant.backends import BACKENDS, to_int8_backend
+from precisionlab.quant.lowrank import LowRankLinear, low_rank_, rank_for_bytes
+from precisionlab.quant.modules import (
+    FakeQuantLayer,
+    QuantConfig,
+    QuantizedLayer,
+    calibrate,
+    convert,
+    payload_bytes,
+    prepare_qat,
+    quantize_,
+    state_dict_bytes,
+    zero_fraction,
+)
+from precisionlab.quant.observers import Observer, entropy_threshold, observe_range
+
+__all__ = [
+    "BACKENDS", "GRANULARITIES", "OBSERVERS", "FakeQuantLayer", "LowRankLinear", "Observer",
+    "QTensor", "QuantConfig", "QuantSpec", "QuantizedLayer", "calibrate", "convert",
+    "dequantize", "entropy_threshold", "fake_quantize", "low_rank_", "observe_range",
+    "pack_int4", "payload_bytes", "prepare_qat", "qparams", "quantize", "quantize_",
+    "quantize_tensor", "rank_for_bytes", "ste_fake_quantize", "state_dict_bytes",
+    "to_int8_backend", "unpack_int4", "zero_fraction",
+]
