@@ -12,11 +12,12 @@ PIP     := $(BIN)/python -m pip --disable-pip-version-check --quiet
 # core of this 2-core machine; passive waiting changes no result (bit-identical), only the speed.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv book chapters html test unit nbval lint run smoke status lock clean
+.PHONY: help venv book chapters html test unit nbval lint browser run smoke status lock clean
 
 help:  ## list the targets
 	@echo "make book     execute stale chapters (PROFILE=cpu|smoke|gpu) and build _build/html"
 	@echo "make test     unit tests, then nbval over the executed chapters (what CI runs)"
+	@echo "make browser  open every page of the built book in headless Chromium (after make book)"
 	@echo "make run      rerun one chapter beside the published one:"
 	@echo "              make run NB=01_number_formats PARAMS='-p formats [fp16,bf16]'"
 	@echo "make smoke    execute every chapter at the smoke profile into book/_runs (seconds)"
@@ -50,7 +51,12 @@ html: $(STAMP) $(MATHJAX)
 book: chapters html  ## chapters, then the HTML book in _build/html
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest tests --ignore=tests/browser
+
+# A real browser (Debian's chromium through Playwright, offline) opens every page of the built
+# book; screenshots go to _build/screenshots/. Needs `make html` first (`.ci/run` does both).
+browser: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
 
 # nbval re-executes the executed chapters in book/; their results go to a scratch folder.
 nbval: $(STAMP)
