@@ -139,3 +139,25 @@ def test_parse_params_reads_yaml_like_papermill():
     assert runner.parse_params([("formats", "[fp16, bf16]"), ("seeds", "[0,1]"), ("lr", "0.5"),
                                 ("device", "cpu")]) == {
         "formats": ["fp16", "bf16"], "seeds": [0, 1], "lr": 0.5, "device": "cpu"}
+
+
+def test_declared_data_inputs_are_part_of_the_key(mini_project):
+    root = mini_project
+    write_template(root)
+    template = root / "notebooks" / f"{CHAPTER}.ipynb"
+    plain = runner.input_key(root, CHAPTER, "cpu", {})
+    nb = nbformat.read(template, as_version=4)
+    nb.metadata["precisionlab"] = {"inputs": ["data/verdicts/0[1-8]_*.json"]}
+    nbformat.write(nb, template)
+    (root / "data" / "verdicts").mkdir()
+    ledger_input = root / "data" / "verdicts" / "05_x.json"
+    ledger_input.write_text("{}")
+    first = runner.input_key(root, CHAPTER, "cpu", {})
+    assert first != plain
+    (root / "data" / "verdicts" / "09_own.json").write_text("{}")  # not an input: same key
+    (root / "data" / "other.csv").write_text("x")
+    assert runner.input_key(root, CHAPTER, "cpu", {}) == first
+    ledger_input.write_text('{"Q-1": {}}')  # an input changed: the chapter is stale
+    assert runner.input_key(root, CHAPTER, "cpu", {}) != first
+    assert runner.data_inputs(root, template) == {
+        "data/verdicts/05_x.json": runner.hashlib.sha256(b'{"Q-1": {}}').hexdigest()}

@@ -87,6 +87,22 @@ def plan(root: Path, chapter: str, profile: str = "cpu",
     return injected, {**defaults, **injected}
 
 
+def data_inputs(root: Path, template: Path) -> dict[str, str]:
+    """Project files a chapter reads besides src (e.g. other chapters' verdicts): path -> sha256.
+
+    A template declares them as globs relative to the root in its notebook metadata,
+    `{"precisionlab": {"inputs": ["data/verdicts/0[1-8]_*.json"]}}`.
+    """
+    meta = json.loads(template.read_text()).get("metadata", {}).get("precisionlab", {})
+    found = {}
+    for pattern in meta.get("inputs", []):
+        for path in sorted(root.glob(pattern)):
+            if path.is_file():
+                found[path.relative_to(root).as_posix()] = hashlib.sha256(
+                    path.read_bytes()).hexdigest()
+    return found
+
+
 def input_key(root: Path, chapter: str, profile: str, injected: dict[str, Any]) -> str:
     """Content hash of everything that decides a chapter's output."""
     template = template_path(root, chapter)
@@ -98,6 +114,9 @@ def input_key(root: Path, chapter: str, profile: str, injected: dict[str, Any]) 
         "src": provenance.src_hash(root),
         "lock": provenance.lock_hash(root),
     }
+    inputs = data_inputs(root, template)
+    if inputs:  # only chapters that declare inputs have this part: other keys stay as they were
+        parts["inputs"] = inputs
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 

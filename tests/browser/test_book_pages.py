@@ -90,10 +90,10 @@ def visits() -> dict[Path, dict]:
                 spans: document.querySelectorAll('.math').length,
                 typeset: document.querySelectorAll('mjx-container').length,
                 errors: document.querySelectorAll('mjx-merror').length})""")
-            record["images"] = page.evaluate("""() => Array.from(document.images).map(
-                img => ({src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}))""")
-            record["links"] = page.evaluate(
-                "() => Array.from(document.querySelectorAll('a[href]'), a => a.getAttribute('href'))")
+            record["images"] = page.evaluate("""() => Array.from(document.images).map(img => ({
+                src: img.getAttribute('src'), ok: img.complete && img.naturalWidth > 0}))""")
+            record["links"] = page.evaluate("""() => Array.from(
+                document.querySelectorAll('a[href]'), a => a.getAttribute('href'))""")
             record["ids"] = set(page.evaluate(
                 "() => Array.from(document.querySelectorAll('[id]'), e => e.id)"))
             name = str(path.relative_to(HTML)).replace("/", "__").removesuffix(".html")
