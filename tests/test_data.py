@@ -183,3 +183,20 @@ def test_split_default_classes_from_labels():
 def test_argument_errors_name_the_parameter(fn, kwargs, name):
     with pytest.raises(ValueError, match=f"^{name}: "):
         fn(**kwargs)
+
+
+def test_close_pairs_labels_and_gaps() -> None:
+    from precisionlab.data import close_pairs
+
+    d = close_pairs(seed=3, n_samples=4000, test_fraction=0.5, min_gap=1e-5, max_gap=1e-2)
+    assert d.x_train.shape == (2000, 2) and d.x_train.dtype == torch.float32 and d.n_classes == 2
+    x = torch.cat([d.x_train, d.x_test])
+    y = torch.cat([d.y_train, d.y_test])
+    assert torch.equal(y, (x[:, 0] > x[:, 1]).long())
+    gap = (x[:, 0].double() - x[:, 1].double()).abs()
+    assert gap.min() > 0.9e-5 and gap.max() < 1.01e-2
+    assert 0.6 <= float(x.min()) and float(x.max()) < 0.9
+    assert torch.equal(close_pairs(seed=3, n_samples=4000, test_fraction=0.5, min_gap=1e-5,
+                                   max_gap=1e-2).x_test, d.x_test)
+    with pytest.raises(ValueError, match="min_gap, max_gap"):
+        close_pairs(min_gap=0.2, max_gap=0.1)

@@ -90,3 +90,17 @@ def test_mlp_unchanged():
 def test_argument_errors_name_the_parameter(make, name):
     with pytest.raises(ValueError, match=f"^{name}: "):
         make()
+
+
+def test_fp32_island_keeps_its_layer_in_fp32_under_autocast() -> None:
+    from precisionlab.models import FP32Island
+
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -1.0]]))
+    x = torch.tensor([[0.75, 0.75 + 2.0**-12]])  # closer than bf16 can tell apart
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = layer(x)
+        island = FP32Island(layer)(x)
+    assert plain.dtype == torch.bfloat16 and float(plain) == 0.0
+    assert island.dtype == torch.float32 and float(island) == -(2.0**-12)

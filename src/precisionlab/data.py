@@ -84,6 +84,33 @@ def _standardized(name: str, x_tr: np.ndarray, y_tr: np.ndarray, x_te: np.ndarra
     )
 
 
+def close_pairs(seed: int = 0, n_samples: int = 8000, test_fraction: float = 0.25,
+                min_gap: float = 1e-6, max_gap: float = 1e-1) -> Split:
+    """Which of two nearly equal numbers is larger? A task that needs fine input resolution.
+
+    Each example is a pair (a, b) in [0.6, 0.9) whose gap |a - b| is log-uniform in
+    [min_gap, max_gap]; the label is 1 if a > b. A 16-bit cast of the inputs erases gaps below
+    the format's spacing there (bf16: 2^-8, fp16: 2^-11), so accuracy on small gaps measures
+    the resolution a precision keeps. Features are raw (not standardized): they are the
+    measurements. The gap of example i is |x[i, 0] - x[i, 1]|.
+    """
+    _check_seed(seed)
+    _check_positive_int("n_samples", n_samples)
+    _check_fraction("test_fraction", test_fraction)
+    if not 0 < min_gap < max_gap <= 0.1:
+        raise ValueError(f"min_gap, max_gap: need 0 < min_gap < max_gap <= 0.1; "
+                         f"got {min_gap!r}, {max_gap!r}")
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(0.7, 0.8, n_samples)
+    gap = np.exp(rng.uniform(np.log(min_gap), np.log(max_gap), n_samples))
+    b = a + np.where(rng.random(n_samples) < 0.5, -gap, gap)
+    x = np.stack([a, b], axis=1).astype(np.float32)
+    y = (x[:, 0] > x[:, 1]).astype(np.int64)  # from the float32 values the model sees
+    n_test = int(round(n_samples * test_fraction))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    return Split("close pairs", xt[n_test:], yt[n_test:], xt[:n_test], yt[:n_test], classes=2)
+
+
 def mnist1d(seed: int = 0, n_samples: int = 4000, test_fraction: float = 0.2) -> Split:
     """MNIST-1D (Greydanus 2020): 40-sample 1-D signals of 10 digit templates, 10 classes.
 

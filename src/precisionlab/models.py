@@ -23,6 +23,19 @@ class MLP(nn.Sequential):
         super().__init__(*layers)
 
 
+class FP32Island(nn.Module):
+    """Runs the wrapped module in float32 even inside an autocast region: the per-op fix for a
+    layer whose inputs need more resolution than a 16-bit format keeps."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self.module(x.float())
+
+
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
