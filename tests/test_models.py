@@ -99,7 +99,7 @@ def test_fp32_island_keeps_its_layer_in_fp32_under_autocast() -> None:
     with torch.no_grad():
         layer.weight.copy_(torch.tensor([[1.0, -1.0]]))
     x = torch.tensor([[0.75, 0.75 + 2.0**-12]])  # closer than bf16 can tell apart
-    with torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         plain = layer(x)
         island = FP32Island(layer)(x)
     assert plain.dtype == torch.bfloat16 and float(plain) == 0.0
