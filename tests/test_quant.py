@@ -359,3 +359,22 @@ def test_low_rank_factors_are_the_truncated_svd_at_the_given_bytes() -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
     with pytest.raises(ValueError, match="rank: must be an integer from 1 to 32"):
         LowRankLinear(layer, 33)
+
+
+def test_torchao_backend_is_the_fallback_and_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    from precisionlab.quant import backends
+
+    torch.manual_seed(0)
+    model = MLP([64, 256, 10]).eval()
+    x = torch.randn(64, 64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        q = to_int8_backend(model, backend="torchao")
+    assert not caught
+    with torch.no_grad():
+        assert float((q(x) - model(x)).norm() / model(x).norm()) < 0.02
+    monkeypatch.setattr(backends, "torch_ao_available", lambda: False)  # as if torch.ao were gone
+    chosen = to_int8_backend(model)
+    assert not any("quantized" in type(m).__module__ for m in chosen.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(chosen(x), q(x))
