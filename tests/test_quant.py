@@ -378,3 +378,18 @@ def test_torchao_backend_is_the_fallback_and_works(monkeypatch: pytest.MonkeyPat
     assert not any("quantized" in type(m).__module__ for m in chosen.modules())
     with torch.no_grad():
         torch.testing.assert_close(chosen(x), q(x))
+
+
+def test_entropy_observer_gives_the_zero_bin_the_count_of_its_neighbour() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(200_000, generator=g))  # half exact zeros, like a ReLU output
+    x[:5] = 12.0
+    lo, hi = observe_range(x.reshape(1, -1), QuantSpec(bits=8, symmetric=False,
+                                                       observer="entropy"))
+    assert float(lo) == 0.0 and 2.5 < float(hi) < 12.0
+    assert float((x > hi).float().mean()) < 0.005  # clips the outliers, not the bulk
+
+
+def test_low_rank_keeps_the_layers_dtype() -> None:
+    layer = nn.Linear(16, 8).double()
+    assert all(p.dtype == torch.float64 for p in LowRankLinear(layer, 4).parameters())

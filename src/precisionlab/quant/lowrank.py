@@ -39,6 +39,7 @@ class LowRankLinear(nn.Sequential):
             if layer.bias is not None:
                 up.bias.copy_(layer.bias)
         super().__init__(down, up)
+        self.to(device=layer.weight.device, dtype=layer.weight.dtype)  # where the layer lived
         self.rank = rank
 
 

@@ -105,6 +105,10 @@ def _entropy_range(r: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torc
     if amax == 0.0:
         return lo0, hi0
     hist = torch.histc(values.abs(), bins=ENTROPY_BINS, min=0.0, max=amax).numpy()
+    # The first bin holds every exact zero: after a ReLU about half of all values. Counted as
+    # it is, that one spike dominates the KL search and favours cuts that clip much of the
+    # rest; pytorch-quantization's _compute_amax_entropy gives it the second bin's count.
+    hist[0] = hist[1]
     # A symmetric grid spends half its levels on each sign; an asymmetric one all of them on
     # the span, which for one-signed data (after a ReLU) is the same |x| histogram.
     n_levels = 2 ** (spec.bits - 1) if spec.symmetric else 2**spec.bits

@@ -1,0 +1,253 @@
+"""Post-training quantization of a trained float model, measured: apply a `QuantConfig` to a
+copy, fix its activation ranges from a calibration set, and score it on the test split.
+
+    ranges = calibrate_ranges(model, data.x_train[:256], QuantSpec(symmetric=False))
+    row = evaluate_ptq(model, data, config, ranges)    # test_loss, test_accuracy, bytes, zeros
+
+Activation ranges are calibrated on the *float* model, once per activation spec, and then fixed
+into every quantized copy: the recipe of NVIDIA's pytorch-quantization (its calibration pass runs
+with the quantizers disabled), and much cheaper than recalibrating each weight configuration.
+`quantize_ptq` does the swap; a per-group spec whose group size does not
+divide a layer's input width falls back to per-channel for that layer, and says which layers it
+did that to.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+
+import pandas as pd
+import torch
+from torch import nn
+
+from precisionlab.amp.trainer import loss_and_accuracy
+from precisionlab.data import Split
+from precisionlab.quant.affine import QuantSpec
+from precisionlab.quant.lowrank import LowRankLinear, low_rank_
+from precisionlab.quant.modules import (
+    SWAPPABLE,
+    QuantConfig,
+    QuantizedLayer,
+    quantize_,
+    zero_fraction,
+)
+from precisionlab.quant.observers import Observer
+
+__all__ = ["INDEX_DTYPES", "Ranges", "calibrate_ranges", "clipped_fraction", "collect_inputs",
+           "evaluate", "evaluate_low_rank", "evaluate_ptq", "float_zero_fraction", "quantize_ptq",
+           "quantized_integer_ops", "ranges_for", "weight_bytes"]
+
+Ranges = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer name -> (lo, hi), each shape [1]
+INDEX_DTYPES = ("int64", "bool")  # integer dtypes of labels, token ids, indices and masks
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of `model` (eval mode, float32) on the test split.
+
+    For a next-token model the loss and accuracy are per predicted token.
+    """
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk: must be a positive integer; got {chunk!r}")
+    was_training = model.training
+    model.eval()
+    total_loss = total_acc = 0.0
+    n = len(data.x_test)
+    try:
+        for start in range(0, n, chunk):
+            x, y = data.x_test[start:start + chunk], data.y_test[start:start + chunk]
+            loss, acc = loss_and_accuracy(model(x), y)
+            total_loss += float(loss) * len(x)
+            total_acc += float(acc) * len(x)
+    finally:
+        model.train(was_training)
+    return total_loss / n, total_acc / n
+
+
+def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, layer) pairs that `quantize_` would swap, in model order."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, SWAPPABLE) and name]
+
+
+@torch.no_grad()
+def collect_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256
+                   ) -> dict[str, list[torch.Tensor]]:
+    """The input batches each Linear/Conv of a float `model` receives while `inputs` run through.
+
+    Layers that are fed the very same tensor (the q, k and v projections of an attention block)
+    get the same list objects, so a range is computed once for all of them.
+    """
+    if inputs is None or len(inputs) == 0:
+        raise ValueError("inputs: calibration needs at least one example; got none")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size: must be a positive integer; got {batch_size!r}")
+    targets = _targets(model)
+    if not targets:
+        raise ValueError("model: has no Linear/Conv1d/Conv2d layer to calibrate")
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name, _ in targets}
+
+    def hook(name: str) -> Callable:
+        def record(module: nn.Module, args: tuple) -> None:
+            seen[name].append(args[0])  # no_grad: no graph; the object itself, for sharing
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(name)) for name, m in targets]
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start:start + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    shared: dict[tuple[int, ...], list[torch.Tensor]] = {}
+    for name, batches in seen.items():
+        seen[name] = shared.setdefault(tuple(id(t) for t in batches), batches)
+    return seen
+
+
+def ranges_for(collected: Mapping[str, list[torch.Tensor]], spec: QuantSpec) -> Ranges:
+    """Each layer's input range under the activation `spec`, from the library's `Observer`."""
+    if spec.granularity != "per_tensor":
+        raise ValueError(f"granularity: activations are quantized per tensor here; "
+                         f"got {spec.granularity!r}")
+    done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    out: Ranges = {}
+    for name, batches in collected.items():
+        if id(batches) not in done:
+            observer = Observer(spec)
+            for batch in batches:
+                observer.update(batch)
+            done[id(batches)] = observer.range()
+        out[name] = done[id(batches)]
+    return out
+
+
+def calibrate_ranges(model: nn.Module, inputs: torch.Tensor, spec: QuantSpec,
+                     batch_size: int = 256) -> Ranges:
+    """Input ranges of every Linear/Conv of the float `model` for the activation `spec`,
+    calibrated on `inputs` (the calibration set; its size is len(inputs))."""
+    return ranges_for(collect_inputs(model, inputs, batch_size), spec)
+
+
+def clipped_fraction(collected: Mapping[str, list[torch.Tensor]], ranges: Ranges) -> float:
+    """Share of the calibration activations that fall outside their layer's range, averaged
+    over the layers (each distinct input once): how much a calibrator clips."""
+    shares: dict[int, float] = {}
+    for name, batches in collected.items():
+        if id(batches) not in shares:
+            lo, hi = (float(t) for t in ranges[name])
+            values = torch.cat([b.reshape(-1) for b in batches])
+            shares[id(batches)] = float(((values < lo) | (values > hi)).float().mean())
+    if not shares:
+        raise ValueError("collected: no layer inputs; run collect_inputs first")
+    return sum(shares.values()) / len(shares)
+
+
+def _group_fits(layer: nn.Module, spec: QuantSpec) -> bool:
+    if spec.granularity != "per_group":
+        return True
+    return math.prod(layer.weight.shape[1:]) % spec.group_size == 0
+
+
+def quantize_ptq(model: nn.Module, config: QuantConfig, ranges: Ranges | None = None
+                 ) -> tuple[nn.Module, list[str]]:
+    """A quantized copy of `model` and the names of layers that fell back to per-channel.
+
+    With an activation spec, `ranges` (from `calibrate_ranges` with that spec) must cover every
+    quantized layer; they are fixed into the copy, which is then ready to use.
+    """
+    if not isinstance(config, QuantConfig):
+        raise ValueError(f"config: must be a QuantConfig; got {config!r}")
+    if config.activation is not None and ranges is None:
+        raise ValueError("ranges: a config with an activation spec needs calibrated ranges "
+                         "(calibrate_ranges(model, inputs, config.activation))")
+    names = [name for name, _ in _targets(model)]
+    if ranges is not None and config.activation is not None:
+        missing = [name for name in names if name not in ranges]
+        if missing:
+            raise ValueError(f"ranges: no calibrated range for layer(s) {', '.join(missing)}")
+    q = copy.deepcopy(model)
+    spec = config.weight
+    fallback = [name for name, m in _targets(q) if not _group_fits(m, spec)]
+    if len(fallback) < len(names):
+        quantize_(q, config, filter_fn=lambda m, name: name not in fallback)
+    if fallback:
+        channel = replace(spec, granularity="per_channel", group_size=None)
+        quantize_(q, replace(config, weight=channel), filter_fn=lambda m, name: name in fallback)
+    if config.activation is not None:
+        for name, m in q.named_modules():
+            if isinstance(m, QuantizedLayer):
+                m.input_quant.set_range(*ranges[name])
+    return q, fallback
+
+
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the weights of the Linear/Conv layers (quantized, low-rank or float): integers
+    plus their float32 scales and zero points for quantized ones. Biases, embeddings and norms
+    are left out: they are the same in every variant of a model."""
+    total = 0
+    for m in model.modules():
+        if isinstance(m, QuantizedLayer):
+            total += m.qtensor().nbytes
+        elif isinstance(m, SWAPPABLE):
+            total += m.weight.numel() * m.weight.element_size()
+    return total
+
+
+def _n_weights(model: nn.Module) -> int:
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, SWAPPABLE))
+
+
+def float_zero_fraction(model: nn.Module) -> float:
+    """Share of the Linear/Conv weights of a float model that are exactly zero."""
+    weights = [m.weight.detach() for m in model.modules() if isinstance(m, SWAPPABLE)]
+    if not weights:
+        raise ValueError("model: has no Linear/Conv1d/Conv2d layer")
+    return sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+
+
+def evaluate_ptq(model: nn.Module, data: Split, config: QuantConfig,
+                 ranges: Ranges | None = None) -> dict[str, object]:
+    """Quantize a copy of `model` by `config` and score it on the test split.
+
+    Returns test_loss, test_accuracy, weight_bytes, bits_per_weight (storage of the quantized
+    weights, scales included, per weight), zero_fraction (weights whose integer is the zero
+    point) and fallback (layers quantized per-channel because the group did not fit).
+    """
+    q, fallback = quantize_ptq(model, config, ranges)
+    loss, acc = evaluate(q, data)
+    n_bytes = weight_bytes(q)
+    return {"test_loss": loss, "test_accuracy": acc, "weight_bytes": n_bytes,
+            "bits_per_weight": 8 * n_bytes / _n_weights(model), "zero_fraction": zero_fraction(q),
+            "fallback": ",".join(fallback)}
+
+
+def evaluate_low_rank(model: nn.Module, data: Split, bits: int) -> dict[str, object]:
+    """Factorize every Linear of a copy of `model` at the bytes of a `bits`-bit weight (see
+    `low_rank_`) and score it: test_loss, test_accuracy, weight_bytes, the ranks, and whether
+    every factor is still float32 (a low-rank model is smaller, not lower in precision)."""
+    q = low_rank_(copy.deepcopy(model), bits)
+    loss, acc = evaluate(q, data)
+    factors = [m for m in q.modules() if isinstance(m, LowRankLinear)]
+    return {"test_loss": loss, "test_accuracy": acc, "weight_bytes": weight_bytes(q),
+            "ranks": ",".join(str(m.rank) for m in factors),
+            "float32_factors": all(p.dtype == torch.float32 for m in factors
+                                   for p in m.parameters())}
+
+
+def quantized_integer_ops(trace: pd.DataFrame, index_dtypes: tuple[str, ...] = INDEX_DTYPES
+                          ) -> pd.DataFrame:
+    """The rows of a `trace_dtypes` log whose inputs or output include an integer dtype other
+    than `index_dtypes` (labels, token ids, indices, masks): int8/uint8/int32/... arithmetic,
+    the mark of a quantized kernel."""
+    def other_int(dtypes: str) -> bool:
+        return any(d and d not in index_dtypes and (d.startswith(("int", "uint", "qint", "quint")))
+                   for d in dtypes.split(","))
+
+    mask = trace.in_dtypes.map(other_int) | trace.out_dtype.map(other_int)
+    return trace[mask]
