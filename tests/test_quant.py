@@ -393,3 +393,15 @@ def test_entropy_observer_gives_the_zero_bin_the_count_of_its_neighbour() -> Non
 def test_low_rank_keeps_the_layers_dtype() -> None:
     layer = nn.Linear(16, 8).double()
     assert all(p.dtype == torch.float64 for p in LowRankLinear(layer, 4).parameters())
+
+
+def test_a_second_swap_leaves_already_swapped_layers_alone() -> None:
+    model = MLP([8, 8, 4])
+    prepare_qat(model, QuantConfig(), filter_fn=lambda m, name: name == "0")
+    prepare_qat(model, QuantConfig(weight=QuantSpec(bits=4, granularity="per_channel")))
+    assert isinstance(model[0].layer, nn.Linear) and isinstance(model[2].layer, nn.Linear)
+    assert model[2].config.weight.bits == 4 and model[0].config.weight.bits == 8
+    assert model(torch.randn(2, 8)).shape == (2, 4)
+    with pytest.raises(ValueError, match="model: has no Linear/Conv1d/Conv2d layer"):
+        quantize_(model, QuantConfig())  # nothing left to swap outside the QAT layers
+    assert isinstance(model[0], FakeQuantLayer)

@@ -225,8 +225,11 @@ class FakeQuantLayer(nn.Module):
 def _swap(model: nn.Module, make: Callable[[nn.Module], nn.Module],
           filter_fn: Callable[[nn.Module, str], bool] | None, kinds: tuple[type, ...]) -> int:
     """Replace every submodule of `kinds` that `filter_fn(module, name)` accepts; count them."""
+    swapped = [name for name, m in model.named_modules()
+               if isinstance(m, QuantizedLayer | FakeQuantLayer)]
     targets = [(name, m) for name, m in model.named_modules()
-               if isinstance(m, kinds) and name and (filter_fn is None or filter_fn(m, name))]
+               if isinstance(m, kinds) and name and (filter_fn is None or filter_fn(m, name))
+               and not any(name.startswith(f"{done}.") for done in swapped)]  # not inside one
     made = {name: make(m) for name, m in targets}  # build all first: errors change nothing
     for name, new in made.items():
         parent_name, _, child = name.rpartition(".")
