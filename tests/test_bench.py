@@ -28,9 +28,6 @@ def test_too_few_repeats_is_an_error():
 
 import torch  # noqa: E402
 
-from precisionlab.data import digits  # noqa: E402
-from precisionlab.models import MLP  # noqa: E402
-
 CONFIG = """PyTorch built with:
   - Intel(R) oneAPI Math Kernel Library Version 2024.2-Product Build 20240605 for Intel(R) 64
   - Intel(R) MKL-DNN v3.12.0 (Git Hash 80afa71049cd69a3df32adcccb623b12cd7baa22)
@@ -173,25 +170,3 @@ def test_at_threads_sets_and_restores_the_thread_count():
     assert torch.get_num_threads() == before
     with pytest.raises(ValueError, match="^threads:"):
         bench.at_threads(lambda: None, 0)
-
-
-def test_step_memory_counts_weights_grads_adam_state_and_activations():
-    data = digits(0)
-    torch.manual_seed(0)
-    model = MLP([64, 256, 10])
-    n = sum(p.numel() for p in model.parameters())
-    fp32 = bench.step_memory(model, data, "32-true", batch_size=256)
-    assert fp32["weight_bytes"] == fp32["grad_bytes"] == 4 * n
-    # Adam: two fp32 moments per weight and a one-element fp32 step counter per tensor
-    assert fp32["optimizer_state_bytes"] == 2 * 4 * n + 4 * len(list(model.parameters()))
-    assert fp32["total_bytes"] == sum(v for k, v in fp32.items() if k != "total_bytes")
-    # saved by the step: the input (256 x 64), the hidden ReLU output (256 x 256) and the loss's
-    # log-softmax (256 x 10), in fp32, plus the int64 targets and a 4-byte scalar of nll_loss
-    assert fp32["activation_bytes"] == 4 * 256 * (64 + 256 + 10) + 8 * 256 + 4
-    bf16 = bench.step_memory(model, data, "bf16-mixed", batch_size=256)
-    assert bf16["weight_bytes"] == fp32["weight_bytes"]  # fp32 master weights
-    assert bf16["activation_bytes"] < fp32["activation_bytes"]
-    split = bench.step_memory(model, data, "32-true", batch_size=256, accumulation_steps=4)
-    # a quarter of the batch per micro-batch; nll_loss's 4-byte scalar is per micro-batch
-    assert 4 * (split["activation_bytes"] - 4) == fp32["activation_bytes"] - 4
-    assert all(p.grad is None for p in model.parameters())  # the caller's model is untouched

@@ -47,3 +47,10 @@ def test_record_rejects_bad_input_and_writes_nothing(results_dir, args, message)
 def test_catalog_has_every_claim_id_of_the_study():
     ids = set(re.findall(r"^\| ([A-Z]+-\d+) \|", SHARED_CLAIMS.read_text(), flags=re.M))
     assert ids and ids == set(claims.catalog())
+
+
+def test_sig2_keeps_two_significant_digits_without_exponents() -> None:
+    from precisionlab.claims import sig2
+
+    assert [sig2(x) for x in (0.012345, 1234.0, 0.5, 3.0, 2.5e-8, 0.996)] == [
+        "0.012", "1200", "0.5", "3", "2.5e-08", "1"]

@@ -69,11 +69,15 @@ def test_matmul_flops_of_a_linear_forward_and_backward():
     assert flops == forward + 2 * 8 * (10 * 32 + 32 * 5) + 2 * 8 * 32 * 5
 
 
-def test_accumulated_gradient_in_float64_is_the_full_batch_gradient():
+def _digits_mlp_and_batch(n: int):
+    """A seeded MLP 64-16-10 and the first `n` digits training examples."""
     data = digits(0)
     torch.manual_seed(0)
-    model = MLP([64, 16, 10])
-    x, y = data.x_train[:64], data.y_train[:64]
+    return MLP([64, 16, 10]), data.x_train[:n], data.y_train[:n]
+
+
+def test_accumulated_gradient_in_float64_is_the_full_batch_gradient():
+    model, x, y = _digits_mlp_and_batch(64)
     full = memory.accumulated_gradient(model, x, y, 1, "64-true")
     for k in (2, 8, 64):
         parts = memory.accumulated_gradient(model, x, y, k, "64-true")
@@ -146,10 +150,7 @@ def test_bad_arguments_are_clear_errors():
 
 
 def test_exact_parts_summed_in_float64_terms_match_and_low_precision_drifts():
-    data = digits(0)
-    torch.manual_seed(0)
-    model = MLP([64, 16, 10])
-    x, y = data.x_train[:256], data.y_train[:256]
+    model, x, y = _digits_mlp_and_batch(256)
     ref = memory.accumulated_gradient(model, x, y, 1, "64-true")
     out = memory.sum_exact_parts(model, x, y, [1, 16, 256],
                                  (torch.float64, torch.float32, torch.bfloat16))
@@ -163,10 +164,7 @@ def test_exact_parts_summed_in_float64_terms_match_and_low_precision_drifts():
 
 
 def test_coarse_parts_are_the_sums_of_fine_ones():
-    data = digits(0)
-    torch.manual_seed(0)
-    model = MLP([64, 16, 10])
-    x, y = data.x_train[:64], data.y_train[:64]
+    model, x, y = _digits_mlp_and_batch(64)
     together = memory.sum_exact_parts(model, x, y, [4, 64], (torch.bfloat16,))
     alone = memory.sum_exact_parts(model, x, y, [4], (torch.bfloat16,))
     # bf16 rounding of a part computed directly or gathered from 16 finer parts in float64
@@ -193,3 +191,25 @@ def test_a_part_below_the_smallest_subnormal_is_flushed():
 def test_peak_cuda_bytes_sees_a_new_tensor():
     got = memory.peak_cuda_bytes(lambda: torch.empty(1024, 1024, device="cuda"))
     assert got >= 4 * 1024 * 1024
+
+
+def test_step_memory_counts_weights_grads_adam_state_and_activations():
+    data = digits(0)
+    torch.manual_seed(0)
+    model = MLP([64, 256, 10])
+    n = sum(p.numel() for p in model.parameters())
+    fp32 = memory.step_memory(model, data, "32-true", batch_size=256)
+    assert fp32["weight_bytes"] == fp32["grad_bytes"] == 4 * n
+    # Adam: two fp32 moments per weight and a one-element fp32 step counter per tensor
+    assert fp32["optimizer_state_bytes"] == 2 * 4 * n + 4 * len(list(model.parameters()))
+    assert fp32["total_bytes"] == sum(v for k, v in fp32.items() if k != "total_bytes")
+    # saved by the step: the input (256 x 64), the hidden ReLU output (256 x 256) and the loss's
+    # log-softmax (256 x 10), in fp32, plus the int64 targets and a 4-byte scalar of nll_loss
+    assert fp32["activation_bytes"] == 4 * 256 * (64 + 256 + 10) + 8 * 256 + 4
+    bf16 = memory.step_memory(model, data, "bf16-mixed", batch_size=256)
+    assert bf16["weight_bytes"] == fp32["weight_bytes"]  # fp32 master weights
+    assert bf16["activation_bytes"] < fp32["activation_bytes"]
+    split = memory.step_memory(model, data, "32-true", batch_size=256, accumulation_steps=4)
+    # a quarter of the batch per micro-batch; nll_loss's 4-byte scalar is per micro-batch
+    assert 4 * (split["activation_bytes"] - 4) == fp32["activation_bytes"] - 4
+    assert all(p.grad is None for p in model.parameters())  # the caller's model is untouched

@@ -8,12 +8,11 @@ Below the timing harness, what the hardware can do and what a step holds: `descr
 (the facts that decide low-precision speed), `matmul_throughput` / `matmul_gflops` (GEMM
 throughput per number format, with a guard for formats a CPU runs without dedicated
 instructions), `copy_bandwidth` (memory bandwidth), `kernels_used` (which MKL / oneDNN kernel
-ran) and `step_memory` (weights, gradients, optimizer state and saved activations of a step).
+ran). What a step holds in memory is `precisionlab.memory.step_memory`.
 """
 
 from __future__ import annotations
 
-import copy
 import ctypes
 import math
 import os
@@ -21,13 +20,12 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 import torch
-from torch import nn
 
 from precisionlab import provenance
 
@@ -459,51 +457,3 @@ def kernels_used(fn: Callable[[], object], device: str = "cpu") -> list[str]:
             os.close(saved)
         tmp.seek(0)
         return parse_kernels(tmp.read().decode(errors="replace"))
-
-
-# --------------------------------------------------------------------------------------------
-# Memory of a training step
-# --------------------------------------------------------------------------------------------
-
-def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of the tensors' elements (numel x element size), summed."""
-    return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def step_memory(model: nn.Module, data, precision: str = "32-true", batch_size: int = 64,
-                accumulation_steps: int = 1, optimizer: str = "adam",
-                device: str = "cpu") -> dict[str, int]:
-    """The memory one Trainer optimizer step holds, by kind, for a copy of `model`.
-
-    - weight_bytes: the parameters (fp32 for 32-true and *-mixed);
-    - grad_bytes: their `.grad` buffers (the parameters' dtype, so the same bytes);
-    - optimizer_state_bytes: the optimizer's tensors after the step (Adam: two moments + step);
-    - activation_bytes: peak bytes autograd keeps for backward, counted exactly with
-      `precisionlab.memory.saved_activation_bytes` (with autocast this includes the fp16/bf16
-      weight copies the forward pass saves);
-    - total_bytes: their sum, a model of the step's peak: an upper bound for these four kinds
-      (gradients grow while activations are freed), leaving out temporaries and workspaces;
-    - cuda_peak_bytes (CUDA only): ``torch.cuda.max_memory_allocated`` over one more step that
-      starts by moving a fresh copy of the model to the GPU, above what was allocated before
-      (the data): everything the step allocates, temporaries and workspaces included.
-    """
-    from precisionlab.amp.trainer import Trainer
-    from precisionlab.memory import peak_cuda_bytes, saved_activation_bytes
-
-    def trainer() -> Trainer:
-        return Trainer(precision=precision, optimizer=optimizer, steps=1, batch_size=batch_size,
-                       accumulation_steps=accumulation_steps, eval_every=None, progress=False,
-                       device=device)
-
-    m = copy.deepcopy(model).to(device)
-    tr = trainer()
-    act = saved_activation_bytes(lambda: tr.fit(m, data), exclude=m.parameters())
-    params = [p for p in m.parameters() if p.requires_grad]
-    state = [t for st in tr.optimizer_.state.values() for t in st.values() if torch.is_tensor(t)]
-    out = {"weight_bytes": tensor_bytes(m.parameters()), "grad_bytes": tensor_bytes(params),
-           "optimizer_state_bytes": tensor_bytes(state), "activation_bytes": act}
-    out["total_bytes"] = sum(out.values())
-    if str(device).startswith("cuda"):
-        m2, tr2, d2 = copy.deepcopy(model).cpu(), trainer(), data.to(device)
-        out["cuda_peak_bytes"] = peak_cuda_bytes(lambda: tr2.fit(m2.to(device), d2), device)
-    return out

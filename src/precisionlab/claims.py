@@ -18,6 +18,12 @@ from precisionlab.results import results_root, write_json
 VERDICTS = ("supported", "refuted", "nuanced", "not testable here")
 
 
+def sig2(x: float) -> str:
+    """A number to 2 significant digits, without an exponent where a plain number is short:
+    the robust form for numbers in a verdict's reason (e.g. 0.0123 -> '0.012', 1234 -> '1200')."""
+    return f"{float(f'{x:.2g}'):g}"
+
+
 def catalog(root: Path | None = None) -> dict[str, dict[str, str]]:
     """Claim id -> {'seeds', 'claim'} from the project's `data/claims.csv`."""
     path = (root or find_root()) / "data" / "claims.csv"

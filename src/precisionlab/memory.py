@@ -6,6 +6,8 @@ Three measurements of cost, each exact or taken from the device's own counters:
   (the activations), counted through ``torch.autograd.graph.saved_tensors_hooks``. It needs no
   allocator, so it works on the CPU, where PyTorch keeps no peak-memory statistics.
 - `peak_cuda_bytes`: the peak of ``torch.cuda.max_memory_allocated`` during a call, on a GPU.
+- `step_memory`: weights, gradients, optimizer state and saved activations of one Trainer
+  step, by kind (with the CUDA peak on a GPU).
 - `matmul_flops`: the matrix-multiply FLOPs of a call (forward and backward), counted by
   ``torch.utils.flop_counter.FlopCounterMode``; a count, not a timing, so it is deterministic.
 
@@ -162,6 +164,48 @@ def peak_cuda_bytes(fn: Callable[[], object], device: str = "cuda") -> int:
     fn()
     torch.cuda.synchronize(device)
     return torch.cuda.max_memory_allocated(device) - before
+
+
+
+def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of the tensors' elements (numel x element size), summed."""
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def step_memory(model: nn.Module, data, precision: str = "32-true", batch_size: int = 64,
+                accumulation_steps: int = 1, optimizer: str = "adam",
+                device: str = "cpu") -> dict[str, int]:
+    """The memory one Trainer optimizer step holds, by kind, for a copy of `model`.
+
+    - weight_bytes: the parameters (fp32 for 32-true and *-mixed);
+    - grad_bytes: their `.grad` buffers (the parameters' dtype, so the same bytes);
+    - optimizer_state_bytes: the optimizer's tensors after the step (Adam: two moments + step);
+    - activation_bytes: peak bytes autograd keeps for backward, counted exactly with
+      `precisionlab.memory.saved_activation_bytes` (with autocast this includes the fp16/bf16
+      weight copies the forward pass saves);
+    - total_bytes: their sum, a model of the step's peak: an upper bound for these four kinds
+      (gradients grow while activations are freed), leaving out temporaries and workspaces;
+    - cuda_peak_bytes (CUDA only): ``torch.cuda.max_memory_allocated`` over one more step that
+      starts by moving a fresh copy of the model to the GPU, above what was allocated before
+      (the data): everything the step allocates, temporaries and workspaces included.
+    """
+    def trainer() -> Trainer:
+        return Trainer(precision=precision, optimizer=optimizer, steps=1, batch_size=batch_size,
+                       accumulation_steps=accumulation_steps, eval_every=None, progress=False,
+                       device=device)
+
+    m = copy.deepcopy(model).to(device)
+    tr = trainer()
+    act = saved_activation_bytes(lambda: tr.fit(m, data), exclude=m.parameters())
+    params = [p for p in m.parameters() if p.requires_grad]
+    state = [t for st in tr.optimizer_.state.values() for t in st.values() if torch.is_tensor(t)]
+    out = {"weight_bytes": tensor_bytes(m.parameters()), "grad_bytes": tensor_bytes(params),
+           "optimizer_state_bytes": tensor_bytes(state), "activation_bytes": act}
+    out["total_bytes"] = sum(out.values())
+    if str(device).startswith("cuda"):
+        m2, tr2, d2 = copy.deepcopy(model).cpu(), trainer(), data.to(device)
+        out["cuda_peak_bytes"] = peak_cuda_bytes(lambda: tr2.fit(m2.to(device), d2), device)
+    return out
 
 
 def matmul_flops(fn: Callable[[], object]) -> int:

@@ -172,20 +172,30 @@ class Trainer:
                    "grad_norm", "lr", "seconds"] + (["stalled"] if self.track_stalled else [])
         return pd.DataFrame(history).reindex(columns=columns)
 
-    @torch.no_grad()
     def evaluate(self, model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
         """Mean loss and accuracy on the test split, at the training precision."""
-        model.eval()
-        device_type = data.x_test.device.type
-        total_loss = total_acc = 0.0
-        n = len(data.x_test)
-        for i in range(0, n, chunk):
-            x, y = data.x_test[i:i + chunk], data.y_test[i:i + chunk]
-            with self.policy.autocast(device_type):
-                loss, acc = loss_and_accuracy(model(self.policy.prepare_input(x)), y)
-            total_loss += float(loss) * len(x)
-            total_acc += float(acc) * len(x)
-        return total_loss / n, total_acc / n
+        return evaluate(model, data, self.policy, chunk)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: Split, policy: Policy | None = None,
+             chunk: int = 1024) -> tuple[float, float]:
+    """Mean loss and accuracy of `model` on the test split, in chunks, under `policy`
+    (default 32-true). Leaves the model in eval mode."""
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk: must be a positive integer; got {chunk!r}")
+    policy = policy or get_policy("32-true")
+    model.eval()
+    device_type = data.x_test.device.type
+    total_loss = total_acc = 0.0
+    n = len(data.x_test)
+    for i in range(0, n, chunk):
+        x, y = data.x_test[i:i + chunk], data.y_test[i:i + chunk]
+        with policy.autocast(device_type):
+            loss, acc = loss_and_accuracy(model(policy.prepare_input(x)), y)
+        total_loss += float(loss) * len(x)
+        total_acc += float(acc) * len(x)
+    return total_loss / n, total_acc / n
 
 
 def plain_loop(model: nn.Module, data: Split, steps: int, batch_size: int, lr: float,

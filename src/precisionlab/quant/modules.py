@@ -198,15 +198,21 @@ class FakeQuantLayer(nn.Module):
         fq = ste_fake_quantize(r, scale[:, None], zp[:, None], spec.qmin, spec.qmax)
         return unrows(fq, w.shape, spec)
 
+    @torch.no_grad()
+    def set_input_range(self, lo: torch.Tensor, hi: torch.Tensor) -> None:
+        """Fix the input range [lo, hi] (e.g. from calibration); training moves it from there
+        by the moving average unless `momentum` is 0."""
+        self.act_lo.copy_(lo.reshape(1))
+        self.act_hi.copy_(hi.reshape(1))
+        self.act_seen.fill_(True)
+
     def _fake_input(self, x: torch.Tensor) -> torch.Tensor:
         spec = self.config.activation
         if self.training:
             with torch.no_grad():
                 lo, hi = x.detach().min().reshape(1).float(), x.detach().max().reshape(1).float()
                 if not bool(self.act_seen):
-                    self.act_lo.copy_(lo)
-                    self.act_hi.copy_(hi)
-                    self.act_seen.fill_(True)
+                    self.set_input_range(lo, hi)
                 else:
                     self.act_lo.lerp_(lo, self.momentum)
                     self.act_hi.lerp_(hi, self.momentum)
@@ -249,29 +255,37 @@ def quantize_(model: nn.Module, config: QuantConfig,
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Run `inputs` (the calibration set) through `model` so each quantized layer's observer
-    sees its activations, then fix their scales. The calibration-set size is len(inputs)."""
-    layers = [m for m in model.modules() if isinstance(m, _ActivationQuant)]
-    if not layers:
-        raise ValueError("model: nothing to calibrate; quantize_ it with an activation spec")
+def run_calibration(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> None:
+    """Run the calibration set `inputs` through `model` in eval mode, `batch_size` at a time,
+    for the observers or hooks that watch it; the model's train/eval mode is restored."""
     if inputs is None or len(inputs) == 0:
         raise ValueError("inputs: calibration needs at least one example; got none")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size: must be a positive integer; got {batch_size!r}")
     was_training = model.training
     model.eval()
-    for layer in layers:
-        layer.start()
     try:
         for start in range(0, len(inputs), batch_size):
             model(inputs[start:start + batch_size])
+    finally:
+        model.train(was_training)
+
+
+def calibrate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> nn.Module:
+    """Run `inputs` (the calibration set) through `model` so each quantized layer's observer
+    sees its activations, then fix their scales. The calibration-set size is len(inputs)."""
+    layers = [m for m in model.modules() if isinstance(m, _ActivationQuant)]
+    if not layers:
+        raise ValueError("model: nothing to calibrate; quantize_ it with an activation spec")
+    for layer in layers:
+        layer.start()
+    try:
+        run_calibration(model, inputs, batch_size)
         for layer in layers:
             layer.freeze()
     finally:
         for layer in layers:
             layer.observer = None
-        model.train(was_training)
     return model
 
 

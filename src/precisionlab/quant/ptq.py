@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from precisionlab.amp.trainer import loss_and_accuracy
+from precisionlab.amp import trainer
 from precisionlab.data import Split
 from precisionlab.quant.affine import QuantSpec
 from precisionlab.quant.lowrank import LowRankLinear, low_rank_
@@ -32,6 +32,7 @@ from precisionlab.quant.modules import (
     QuantConfig,
     QuantizedLayer,
     quantize_,
+    run_calibration,
     zero_fraction,
 )
 from precisionlab.quant.observers import Observer
@@ -44,27 +45,14 @@ Ranges = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer name -> (lo, hi),
 INDEX_DTYPES = ("int64", "bool")  # integer dtypes of labels, token ids, indices and masks
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` (eval mode, float32) on the test split.
-
-    For a next-token model the loss and accuracy are per predicted token.
-    """
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: must be a positive integer; got {chunk!r}")
+    """Mean cross-entropy and accuracy of `model` (eval mode, float32) on the test split; the
+    model's train/eval mode is restored. For a next-token model: per predicted token."""
     was_training = model.training
-    model.eval()
-    total_loss = total_acc = 0.0
-    n = len(data.x_test)
     try:
-        for start in range(0, n, chunk):
-            x, y = data.x_test[start:start + chunk], data.y_test[start:start + chunk]
-            loss, acc = loss_and_accuracy(model(x), y)
-            total_loss += float(loss) * len(x)
-            total_acc += float(acc) * len(x)
+        return trainer.evaluate(model, data, chunk=chunk)
     finally:
         model.train(was_training)
-    return total_loss / n, total_acc / n
 
 
 def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -80,10 +68,6 @@ def collect_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256
     Layers that are fed the very same tensor (the q, k and v projections of an attention block)
     get the same list objects, so a range is computed once for all of them.
     """
-    if inputs is None or len(inputs) == 0:
-        raise ValueError("inputs: calibration needs at least one example; got none")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive integer; got {batch_size!r}")
     targets = _targets(model)
     if not targets:
         raise ValueError("model: has no Linear/Conv1d/Conv2d layer to calibrate")
@@ -95,15 +79,11 @@ def collect_inputs(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256
         return record
 
     handles = [m.register_forward_pre_hook(hook(name)) for name, m in targets]
-    was_training = model.training
-    model.eval()
     try:
-        for start in range(0, len(inputs), batch_size):
-            model(inputs[start:start + batch_size])
+        run_calibration(model, inputs, batch_size)
     finally:
         for h in handles:
             h.remove()
-        model.train(was_training)
     shared: dict[tuple[int, ...], list[torch.Tensor]] = {}
     for name, batches in seen.items():
         seen[name] = shared.setdefault(tuple(id(t) for t in batches), batches)

@@ -33,6 +33,7 @@ from precisionlab.quant.modules import (
     convert,
     prepare_qat,
     quantize_,
+    run_calibration,
 )
 from precisionlab.quant.observers import Observer
 
@@ -70,10 +71,6 @@ def calibrate_qat(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
     if not layers:
         raise ValueError("model: has no FakeQuantLayer with an activation spec; call "
                          "prepare_qat with a config that quantizes activations first")
-    if inputs is None or len(inputs) == 0:
-        raise ValueError("inputs: calibration needs at least one example; got none")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: must be a positive integer; got {batch_size!r}")
     if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, int | float)
                                  or not 0 <= momentum <= 1):
         raise ValueError(f"momentum: must be None or a number from 0 to 1; got {momentum!r}")
@@ -81,24 +78,17 @@ def calibrate_qat(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
     observers = {layer: Observer(layer.config.activation) for layer in layers}
     hooks = [layer.register_forward_pre_hook(lambda m, args: observers[m].update(args[0]))
              for layer in layers]
-    was_training = model.training
     try:
         for layer in layers:  # weight-only while observing, as `calibrate` observes
             layer.config = QuantConfig(weight=layer.config.weight, activation=None)
-        model.eval()
-        for start in range(0, len(inputs), batch_size):
-            model(inputs[start:start + batch_size])
+        run_calibration(model, inputs, batch_size)
     finally:
         for hook in hooks:
             hook.remove()
         for layer, config in configs.items():
             layer.config = config
-        model.train(was_training)
     for layer in layers:
-        lo, hi = observers[layer].range()
-        layer.act_lo.copy_(lo.reshape(1))
-        layer.act_hi.copy_(hi.reshape(1))
-        layer.act_seen.fill_(True)
+        layer.set_input_range(*observers[layer].range())
         if momentum is not None:
             layer.momentum = float(momentum)
     return model
