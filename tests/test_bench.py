@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from precisionlab import bench
+from precisionlab import bench, provenance
 
 
 def test_interleaves_candidates_and_reports_ratios():
@@ -45,8 +45,8 @@ onednn_verbose,v1,primitive,exec,cpu,gemm_api,,undef,src_s8::blocked:ab:f0 wei_s
 
 
 def test_library_versions_are_parsed_from_the_torch_config_text():
-    assert bench.parse_library_versions(CONFIG) == {"onednn": "3.12.0", "mkl": "2024.2"}
-    assert bench.parse_library_versions("PyTorch built with:\n  - GCC 13.3\n") == {
+    assert provenance.parse_library_versions(CONFIG) == {"onednn": "3.12.0", "mkl": "2024.2"}
+    assert provenance.parse_library_versions("PyTorch built with:\n  - GCC 13.3\n") == {
         "onednn": "", "mkl": ""}
 
 
@@ -77,8 +77,6 @@ def test_instruction_for_picks_the_widest_form_the_flags_allow():
 
 
 def test_describe_machine_names_the_flags_that_decide_low_precision_speed():
-    from precisionlab import provenance
-
     table = bench.describe_machine("cpu", threads=2)
     assert list(table.columns) == ["item", "value", "why"]
     values = table.set_index("item").value

@@ -29,6 +29,11 @@ import torch
 
 from precisionlab import provenance
 
+# The functions here whose results are timings (or rates from timings): what a checked notebook
+# cell may never print (`precisionlab.nbcheck`).
+TIMING_FUNCTIONS = ("time_once", "interleaved", "ratios", "too_slow", "matmul_throughput",
+                    "matmul_gflops", "copy_bandwidth")
+
 
 def time_once(fn: Callable[[], object], device: str = "cpu") -> float:
     """Seconds for one call of `fn` (CUDA events on a GPU, perf_counter on the CPU)."""
@@ -127,14 +132,6 @@ def _cpuinfo_fields() -> tuple[dict[str, str], set[str]]:
     return fields, set(fields.get("flags", "").split())
 
 
-def parse_library_versions(config: str) -> dict[str, str]:
-    """oneDNN and MKL versions from the text of ``torch.__config__.show()`` ('' if absent)."""
-    onednn = re.search(r"(?:MKL-DNN|oneDNN)\s+v?([0-9][0-9.]*)", config)
-    mkl = re.search(r"Math Kernel Library Version\s+([0-9][0-9.]*)", config)
-    return {"onednn": onednn.group(1) if onednn else "",
-            "mkl": mkl.group(1) if mkl else ""}
-
-
 def instruction_for(fmt: str, flags: set[str] | dict[str, bool]) -> tuple[str, int] | None:
     """The widest instruction this CPU has for a matmul in `fmt` (fp32, bf16, fp16, int8) and
     its arithmetic operations per instruction; None when it has no such instruction (the format
@@ -159,7 +156,7 @@ def describe_machine(device: str = "cpu", threads: int | None = None) -> pd.Data
     """
     fields, flags = _cpuinfo_fields()
     info = provenance.cpu_info()
-    versions = parse_library_versions(torch.__config__.show())
+    versions = provenance.parse_library_versions(torch.__config__.show())
     rows = [
         ("CPU model", str(info["cpu_model"]), "which core design runs the kernels"),
         ("logical CPUs", str(os.cpu_count()), "what the OS offers; a VM's vCPUs may share cores"),

@@ -1,7 +1,9 @@
 """Where a number came from: the machine, the software and the inputs that produced it.
 
-Low-precision speed and even the low bits of results depend on the CPU's instruction set and the
-thread count, so every executed chapter and results file carries this record.
+Low-precision speed and even the low bits of results depend on the CPU's instruction set, the
+kernels torch picks for it (its CPU capability, MKL and oneDNN), the thread count and, on CUDA,
+the GPU, so every executed chapter and results file carries this record. Results repeat bit for
+bit only on one machine and build with one thread count; another CPU changes the low bits.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 from pathlib import Path
 
 # CPU flags that decide how fast (or whether) low-precision kernels run.
-ISA_FLAGS = ("avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile", "avx512_vnni",
-             "avx_vnni")
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8", "amx_tile",
+             "avx512_vnni", "avx_vnni")
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -92,6 +95,35 @@ def lock_hash(root: Path) -> str:
     return hash_files([root / "requirements.lock"], root)
 
 
+def parse_library_versions(config: str) -> dict[str, str]:
+    """oneDNN and MKL versions from the text of ``torch.__config__.show()`` ('' if absent)."""
+    onednn = re.search(r"(?:MKL-DNN|oneDNN)\s+v?([0-9][0-9.]*)", config)
+    mkl = re.search(r"Math Kernel Library Version\s+([0-9][0-9.]*)", config)
+    return {"onednn": onednn.group(1) if onednn else "",
+            "mkl": mkl.group(1) if mkl else ""}
+
+
+def kernels() -> dict[str, str]:
+    """What decides which CPU kernels torch runs: the vector ISA ATen dispatches to (its 'CPU
+    capability', which ATEN_CPU_CAPABILITY can lower) and the MKL and oneDNN versions."""
+    import torch
+
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "?")()
+    return {"cpu_capability": str(capability), "forced": os.environ.get("ATEN_CPU_CAPABILITY", ""),
+            **parse_library_versions(torch.__config__.show())}
+
+
+def gpu_info(device: str) -> dict[str, str]:
+    """GPU name, compute capability and CUDA version on CUDA; empty on the CPU."""
+    if not str(device).startswith("cuda"):
+        return {}
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return {"gpu": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}",
+            "cuda": str(torch.version.cuda)}
+
+
 def machine(device: str = "cpu", threads: int | None = None) -> dict[str, object]:
     """The software and hardware that ran a computation, as a JSON-ready dict."""
     import torch
@@ -103,6 +135,8 @@ def machine(device: str = "cpu", threads: int | None = None) -> dict[str, object
         "cpu_model": info["cpu_model"],
         "cpu_count": info["cpu_count"],
         "isa": info["isa"],
+        **kernels(),
+        **gpu_info(device),
         "threads": threads if threads is not None else torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -110,10 +144,29 @@ def machine(device: str = "cpu", threads: int | None = None) -> dict[str, object
     }
 
 
+def sixteen_bit_support(isa: dict[str, bool], capability: str) -> str:
+    """In words, what this CPU's kernels can do with fp16 and bf16: the fact that decides their
+    speed against fp32 (native instructions, or conversion to fp32 around every operation)."""
+    wide = capability.upper().startswith("AVX512")
+    if wide and isa.get("amx_bf16"):
+        return "AMX bf16 matrix units and AVX-512 vectors"
+    if wide and isa.get("avx512_fp16") and isa.get("avx512_bf16"):
+        return "native fp16 and bf16 instructions (avx512_fp16, avx512_bf16)"
+    if wide and isa.get("avx512_bf16"):
+        return "native bf16 dot products (avx512_bf16) but no fp16 arithmetic"
+    return "no native fp16 or bf16 arithmetic (16-bit values are converted to fp32 and back)"
+
+
 def hardware_line(device: str = "cpu", threads: int | None = None) -> str:
-    """One line naming the hardware, for figure captions: model, threads, the flags that matter."""
+    """One line naming, in words, the hardware and kernels that made a figure or a verdict: what
+    a reader needs to judge whether a speed result carries over to their machine."""
     m = machine(device, threads)
-    flags = ", ".join(f for f, on in m["isa"].items() if on) or "no low-precision ISA extensions"
-    if device == "cuda":
-        return f"{m['device_name']} (CUDA), torch {m['torch']}"
-    return f"{m['cpu_model']}, {m['threads']} threads ({flags}), torch {m['torch']}"
+    if str(device).startswith("cuda"):
+        return (f"{m['gpu']} (compute capability {m['compute_capability']}, CUDA {m['cuda']}), "
+                f"torch {m['torch']}")
+    forced = f", forced by ATEN_CPU_CAPABILITY={m['forced']}" if m["forced"] else ""
+    libs = ", ".join(f"{name} {m[key]}" for name, key in (("oneDNN", "onednn"), ("MKL", "mkl"))
+                     if m[key])
+    return (f"{m['cpu_model']}, {m['threads']} threads; torch {m['torch']} with "
+            f"{m['cpu_capability']} kernels{forced} ({libs}); "
+            f"{sixteen_bit_support(m['isa'], m['cpu_capability'])}")
