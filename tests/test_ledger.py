@@ -30,6 +30,12 @@ def test_ledger_orders_by_catalog_and_keeps_every_chapter_verdict() -> None:
     assert table.paraphrase.tolist() == ["first", "first", "second"]
 
 
+def test_ledger_keeps_the_machine_of_a_hardware_dependent_verdict() -> None:
+    speed = Verdict("A-1", "nuanced", "1.2x", "fig-step", "08_x", hardware="AMD EPYC, AVX2")
+    table = ledger(CATALOG, [speed, verdict("B-2")])
+    assert table.hardware.tolist() == ["AMD EPYC, AVX2", ""]
+
+
 def test_ledger_fails_loudly_on_a_claim_without_verdict_or_an_unknown_one() -> None:
     with pytest.raises(ValueError, match="claims without a verdict: B-2"):
         ledger(CATALOG, [verdict("A-1")])

@@ -1,7 +1,10 @@
 """Verdicts on the seed articles' claims, recorded by the chapters from measured data.
 
-A chapter computes a verdict and calls `record`; it prints one deterministic line (checked by
-nbval) and writes `data/verdicts/<chapter>.json`, which the claims ledger renders. The claim
+A chapter computes a verdict and calls `record`, which writes `data/verdicts/<chapter>.json`
+(rendered by the claims ledger) and prints the verdict word and its evidence: the line nbval
+checks, so it must come out the same on any CPU or GPU. The reason, with its measured numbers,
+is shown by `explain` in an unchecked cell. A verdict whose word depends on the hardware (a
+speed claim) carries the hardware it was measured on, and its cell is never checked. The claim
 ids and our own paraphrases live in `data/claims.csv`, so the book builds without the seeds.
 """
 
@@ -40,14 +43,25 @@ class Verdict:
     reason: str
     evidence: str
     chapter: str
+    hardware: str = ""  # set when the verdict word depends on the hardware that measured it
 
     def line(self) -> str:
-        """The one-line summary a chapter prints (deterministic, so nbval can check it)."""
-        return f"{self.claim}: {self.verdict} - {self.reason} [evidence: {self.evidence}]"
+        """The verdict word and its evidence: what `record` prints (no measured number)."""
+        return f"{self.claim}: {self.verdict} [evidence: {self.evidence}]"
+
+    def explained(self) -> str:
+        """The verdict with its full reason, and the machine if it depends on one."""
+        measured = f" (hardware-dependent: measured on {self.hardware})" if self.hardware else ""
+        return f"{self.claim}: {self.verdict} - {self.reason} [evidence: {self.evidence}]{measured}"
 
 
-def record(chapter: str, claim: str, verdict: str, reason: str, evidence: str) -> Verdict:
-    """Validate and store a verdict for `claim` from `chapter`, print its line, return it."""
+def record(chapter: str, claim: str, verdict: str, reason: str, evidence: str,
+           hardware: str = "") -> Verdict:
+    """Validate and store a verdict for `claim` from `chapter`, print its line, return it.
+
+    Give `hardware` (e.g. `provenance.hardware_line(device)`) when the verdict or its reason
+    rests on a speed measured on this machine; the ledger shows it beside the verdict. A
+    verdict whose word depends on speed is recorded in an unchecked cell."""
     known = catalog()
     if claim not in known:
         raise ValueError(f"claim: unknown claim id {claim!r}; known ids: {', '.join(known)}")
@@ -57,7 +71,9 @@ def record(chapter: str, claim: str, verdict: str, reason: str, evidence: str) -
         raise ValueError("reason: give a non-empty one-line reason")
     if not evidence.strip():
         raise ValueError("evidence: give the label of the figure or table that decides the claim")
-    result = Verdict(claim, verdict, reason.strip(), evidence.strip(), chapter)
+    if "\n" in hardware:
+        raise ValueError("hardware: give one line naming the machine, or '' if it does not matter")
+    result = Verdict(claim, verdict, reason.strip(), evidence.strip(), chapter, hardware.strip())
     path = results_root() / "verdicts" / f"{chapter}.json"
     entries = json.loads(path.read_text()) if path.exists() else {}
     entries[claim] = asdict(result)
@@ -73,10 +89,28 @@ def recorded(chapter: str) -> dict[str, Verdict]:
     return {claim: Verdict(**entry) for claim, entry in entries.items()}
 
 
+def explain(chapter: str, *claim_ids: str) -> None:
+    """Print the full reason of verdicts `chapter` recorded (all of them if no id is given)."""
+    known = recorded(chapter)
+    missing = [c for c in claim_ids if c not in known]
+    if missing:
+        raise ValueError(f"claim_ids: {', '.join(missing)} not recorded by {chapter} in this run; "
+                         f"recorded: {', '.join(known) or 'none'}")
+    for claim in claim_ids or list(known):
+        print(known[claim].explained())
+
+
+def verdict_files(root: Path | None = None) -> dict[str, Path]:
+    """Chapter -> verdict file: the committed ones under `data/verdicts/`, replaced by those this
+    run wrote to its results folder (nbval's scratch folder, the runner's staging folder), so a
+    ledger executed after the chapters renders what they just recomputed."""
+    folders = [(root or find_root()) / "data" / "verdicts", results_root() / "verdicts"]
+    return {path.stem: path for folder in folders for path in sorted(folder.glob("*.json"))}
+
+
 def load_verdicts(root: Path | None = None) -> list[Verdict]:
-    """Every verdict recorded under `data/verdicts/`, sorted by chapter then claim id."""
-    folder = (root or find_root()) / "data" / "verdicts"
+    """Every verdict of `verdict_files`, sorted by chapter then claim id."""
     found = []
-    for path in sorted(folder.glob("*.json")):
+    for _, path in sorted(verdict_files(root).items()):
         found += [Verdict(**entry) for entry in json.loads(path.read_text()).values()]
     return found

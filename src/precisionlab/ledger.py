@@ -1,7 +1,8 @@
 """The claims ledger: every seed claim with the verdicts the chapters computed for it.
 
-Chapter 09 renders it from `data/verdicts/*.json` and `data/claims.csv` (never typed), and it
-fails loudly when a claim of the study's list has no verdict. `check_citations` computes the
+Chapter 09 renders it from the verdict files (`claims.verdict_files`) and `data/claims.csv`
+(never typed), and it fails loudly when a claim of the list has no verdict. A hardware-dependent
+verdict keeps the machine it was measured on beside it. `check_citations` computes the
 verdict data for CIT-1 from `data/citations.csv`.
 """
 
@@ -45,7 +46,8 @@ def ledger(catalog: dict[str, dict[str, str]], verdicts: list[Verdict],
     order = {claim: i for i, claim in enumerate(catalog)}
     rows = [{"claim": v.claim, "seeds": catalog[v.claim]["seeds"],
              "paraphrase": catalog[v.claim]["claim"], "verdict": v.verdict, "reason": v.reason,
-             "chapter": v.chapter, "evidence": v.evidence} for v in verdicts]
+             "chapter": v.chapter, "evidence": v.evidence, "hardware": v.hardware}
+            for v in verdicts]
     table = pd.DataFrame(rows)
     table["_order"] = table.claim.map(order)
     return table.sort_values(["_order", "chapter"]).drop(columns="_order").reset_index(drop=True)
