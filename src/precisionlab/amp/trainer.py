@@ -138,46 +138,47 @@ class Trainer:
             from tqdm.auto import tqdm
 
             steps = tqdm(steps, desc=f"train {self.precision}", leave=False)
-        # On a CPU without 16-bit arithmetic, the 16-bit matmuls may be emulated (amp.emulation).
-        with matmul16(policy.compute_dtype, device):
-            for step in steps:
-                model.train()
-                idx = torch.randint(n, (self.batch_size,), generator=generator).to(device)
-                x_all, y_all = data.x_train[idx], data.y_train[idx]
-                scale_used = scaler.get_scale()
-                before = [p.detach().clone() for p in params] if self.track_stalled else None
-                loss_sum = acc_sum = 0.0
-                for i in range(k):
-                    x, y = x_all[i * micro:(i + 1) * micro], y_all[i * micro:(i + 1) * micro]
+        for step in steps:
+            model.train()
+            idx = torch.randint(n, (self.batch_size,), generator=generator).to(device)
+            x_all, y_all = data.x_train[idx], data.y_train[idx]
+            scale_used = scaler.get_scale()
+            before = [p.detach().clone() for p in params] if self.track_stalled else None
+            loss_sum = acc_sum = 0.0
+            for i in range(k):
+                x, y = x_all[i * micro:(i + 1) * micro], y_all[i * micro:(i + 1) * micro]
+                # forward and backward only: 16-bit matmuls emulated if the switch says so
+                with matmul16(policy.compute_dtype, device):
                     with policy.autocast(device.split(":")[0]):
                         loss, acc = loss_and_accuracy(model(policy.prepare_input(x)), y)
                         loss = loss / k  # the micro-batch means add up to the full-batch mean
                     scaler.scale(loss).backward()
-                    loss_sum += loss.detach().double()
-                    acc_sum += acc.detach().double() / k
-                scaler.unscale_(opt)  # gradients at their true size before norms and clipping
-                grad_norm = _grad_norm(params, self.clip_norm)
-                scaler.step(opt)  # skipped when a gradient is inf/NaN
-                scaler.update()
-                row = {"step": step + 1, "loss": float(loss_sum), "metric": float(acc_sum),
-                       "loss_scale": scale_used, "skipped": bool(scaler.found_inf),
-                       "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"]}
-                if before is not None:
-                    row["stalled"] = _stalled(params, before)
-                opt.zero_grad(set_to_none=True)
-                if self.eval_every is not None and (
-                        (self.eval_every and (step + 1) % self.eval_every == 0)
-                        or step + 1 == self.steps):
-                    row["test_loss"], row["test_metric"] = self.evaluate(model, data)
-                row["seconds"] = time.perf_counter() - start
-                history.append(row)
+                loss_sum += loss.detach().double()
+                acc_sum += acc.detach().double() / k
+            scaler.unscale_(opt)  # gradients at their true size before norms and clipping
+            grad_norm = _grad_norm(params, self.clip_norm)
+            scaler.step(opt)  # skipped when a gradient is inf/NaN
+            scaler.update()
+            row = {"step": step + 1, "loss": float(loss_sum), "metric": float(acc_sum),
+                   "loss_scale": scale_used, "skipped": bool(scaler.found_inf),
+                   "grad_norm": grad_norm, "lr": opt.param_groups[0]["lr"]}
+            if before is not None:
+                row["stalled"] = _stalled(params, before)
+            opt.zero_grad(set_to_none=True)
+            if self.eval_every is not None and (
+                    (self.eval_every and (step + 1) % self.eval_every == 0)
+                    or step + 1 == self.steps):
+                row["test_loss"], row["test_metric"] = self.evaluate(model, data)
+            row["seconds"] = time.perf_counter() - start
+            history.append(row)
         columns = ["step", "loss", "metric", "test_loss", "test_metric", "loss_scale", "skipped",
                    "grad_norm", "lr", "seconds"] + (["stalled"] if self.track_stalled else [])
         return pd.DataFrame(history).reindex(columns=columns)
 
     def evaluate(self, model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
         """Mean loss and accuracy on the test split, at the training precision."""
-        return evaluate(model, data, self.policy, chunk)
+        with matmul16(self.policy.compute_dtype, data.x_test.device.type):
+            return evaluate(model, data, self.policy, chunk)
 
 
 @torch.no_grad()
@@ -210,17 +211,17 @@ def plain_loop(model: nn.Module, data: Split, steps: int, batch_size: int, lr: f
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "16-mixed")
     generator = torch.Generator().manual_seed(seed)
-    with matmul16(dtype or torch.float32, device_type):  # as the Trainer does
-        for _ in range(steps):
-            idx = torch.randint(len(data.x_train), (batch_size,), generator=generator)
-            idx = idx.to(data.x_train.device)
+    for _ in range(steps):
+        idx = torch.randint(len(data.x_train), (batch_size,), generator=generator)
+        idx = idx.to(data.x_train.device)
+        with matmul16(dtype or torch.float32, device_type):  # as the Trainer does
             with torch.autocast(device_type, dtype=dtype) if dtype else contextlib.nullcontext():
                 logits = model(data.x_train[idx])
                 loss = F.cross_entropy(logits.flatten(0, -2), data.y_train[idx].flatten())
             scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
     return model
 
 
