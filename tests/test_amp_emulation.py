@@ -112,3 +112,15 @@ def test_cnn_trains_under_emulation():
     h = Trainer(precision="bf16-mixed", steps=5, batch_size=32, seed=0, progress=False,
                 eval_every=None).fit(CNN1d(), mnist1d(0, n_samples=400))
     assert h.loss.notna().all()
+
+
+def test_emulation_leaves_saved_activation_bytes_unchanged():
+    # chapter 8 counts step memory with emulated matmuls: autograd must save the same tensors
+    from precisionlab.memory import step_memory
+
+    data = digits(0)
+    counts = {}
+    for mode in ("native", "emulated"):
+        set_matmul16(mode)
+        counts[mode] = step_memory(MLP([64, 48, 10]), data, "bf16-mixed", batch_size=32)
+    assert counts["native"] == counts["emulated"]
