@@ -89,3 +89,15 @@ def test_sig2_keeps_two_significant_digits_without_exponents() -> None:
 
     assert [sig2(x) for x in (0.012345, 1234.0, 0.5, 3.0, 2.5e-8, 0.996)] == [
         "0.012", "1200", "0.5", "3", "2.5e-08", "1"]
+
+
+def test_a_finding_is_checked_when_made_and_recorded_whole(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PRECISIONLAB_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(ValueError, match="verdict: must be one of"):
+        claims.Finding("MP-1", "probably", "a reason", "tbl-x")
+    with pytest.raises(ValueError, match="reason: give a non-empty one-line reason"):
+        claims.Finding("MP-1", "refuted", "two\nlines", "tbl-x")
+    found = claims.Finding("MP-1", "refuted", "no integer casts", "tbl-casts")
+    verdict = claims.record("02_test", found)
+    assert (verdict.claim, verdict.verdict, verdict.evidence) == ("MP-1", "refuted", "tbl-casts")
+    assert capsys.readouterr().out.strip() == "MP-1: refuted [evidence: tbl-casts]"

@@ -55,16 +55,21 @@ class Verdict:
         return f"{self.claim}: {self.verdict} - {self.reason} [evidence: {self.evidence}]{measured}"
 
 
-def record(chapter: str, claim: str, verdict: str, reason: str, evidence: str,
-           hardware: str = "") -> Verdict:
-    """Validate and store a verdict for `claim` from `chapter`, print its line, return it.
+@dataclass(frozen=True)
+class Finding:
+    """What a rule (`precisionlab.rules`) concludes about one claim, before a chapter records it."""
 
-    Give `hardware` (e.g. `provenance.hardware_line(device)`) when the verdict or its reason
-    rests on a speed measured on this machine; the ledger shows it beside the verdict. A
-    verdict whose word depends on speed is recorded in an unchecked cell."""
-    known = catalog()
-    if claim not in known:
-        raise ValueError(f"claim: unknown claim id {claim!r}; known ids: {', '.join(known)}")
+    claim: str
+    verdict: str
+    reason: str
+    evidence: str
+    hardware: str = ""
+
+    def __post_init__(self) -> None:
+        _check_fields(self.verdict, self.reason, self.evidence, self.hardware)
+
+
+def _check_fields(verdict: str, reason: str, evidence: str, hardware: str) -> None:
     if verdict not in VERDICTS:
         raise ValueError(f"verdict: must be one of {', '.join(VERDICTS)}; got {verdict!r}")
     if not reason.strip() or "\n" in reason:
@@ -73,6 +78,25 @@ def record(chapter: str, claim: str, verdict: str, reason: str, evidence: str,
         raise ValueError("evidence: give the label of the figure or table that decides the claim")
     if "\n" in hardware:
         raise ValueError("hardware: give one line naming the machine, or '' if it does not matter")
+
+
+def record(chapter: str, claim: str | Finding, verdict: str = "", reason: str = "",
+           evidence: str = "", hardware: str = "") -> Verdict:
+    """Validate and store a verdict for `claim` from `chapter`, print its line, return it.
+
+    `claim` may be a rule's `Finding`, which carries the other fields:
+    `record(CHAPTER, rules.mixed.mp12(table))`.
+
+    Give `hardware` (e.g. `provenance.hardware_line(device)`) when the verdict or its reason
+    rests on a speed measured on this machine; the ledger shows it beside the verdict. A
+    verdict whose word depends on speed is recorded in an unchecked cell."""
+    if isinstance(claim, Finding):
+        claim, verdict, reason, evidence, hardware = (
+            claim.claim, claim.verdict, claim.reason, claim.evidence, claim.hardware)
+    known = catalog()
+    if claim not in known:
+        raise ValueError(f"claim: unknown claim id {claim!r}; known ids: {', '.join(known)}")
+    _check_fields(verdict, reason, evidence, hardware)
     result = Verdict(claim, verdict, reason.strip(), evidence.strip(), chapter, hardware.strip())
     path = results_root() / "verdicts" / f"{chapter}.json"
     entries = json.loads(path.read_text()) if path.exists() else {}

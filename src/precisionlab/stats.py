@@ -1,0 +1,134 @@
+"""The study's statistics: paired-by-seed differences, 95 % intervals, one noise rule.
+
+Runs that share a seed share their data split, initialization and batch order, so the study
+compares them pair by pair: the difference per seed, its mean and a Student-t interval. One rule
+decides "beyond noise" everywhere in the book: the 95 % interval of the paired differences
+excludes 0. A claim of "no loss" is tested as equivalence: the whole interval lies inside the
+margin the claim declares (two one-sided tests at 2.5 % each, a conservative TOST).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its two-sided `level` t-interval over `n` values (NaN bounds when n < 2:
+    one seed says nothing about noise, and NaN is neither beyond noise nor within a margin)."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+    level: float = LEVEL
+
+    @property
+    def beyond_noise(self) -> bool:
+        """The study's one noise rule: the interval excludes 0."""
+        return self.low > 0 or self.high < 0
+
+    def within(self, margin: float) -> bool:
+        """Equivalence: the whole interval lies strictly inside (-margin, +margin)."""
+        return -margin < self.low and self.high < margin
+
+    def text(self, scale: float = 1.0, unit: str = "") -> str:
+        """'+0.12 [-0.30, +0.54] pp (n=3)': the mean and interval, times `scale`."""
+        def fmt(x: float) -> str:
+            return "?" if math.isnan(x) else f"{x * scale:+.2g}"
+        return f"{fmt(self.mean)} [{fmt(self.low)}, {fmt(self.high)}]{unit} (n={self.n})"
+
+
+def interval(values: np.ndarray | pd.Series | list[float], level: float = LEVEL) -> Interval:
+    """Mean and Student-t interval of `values` (NaN values count: a diverged run is not
+    dropped silently, it makes the interval NaN)."""
+    from scipy import stats as sps
+
+    x = np.asarray(values, dtype=float)
+    if x.size == 0:
+        raise ValueError("values: need at least one value")
+    if not 0 < level < 1:
+        raise ValueError(f"level: must be in (0, 1); got {level!r}")
+    mean = float(x.mean())
+    if x.size < 2:
+        return Interval(mean, math.nan, math.nan, 1, level)
+    half = float(sps.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
+    return Interval(mean, mean - half, mean + half, int(x.size), level)
+
+
+def paired_differences(table: pd.DataFrame, value: str, column: str, treatment: object,
+                       control: object, pair_on: str | list[str] = "seed") -> pd.Series:
+    """`value` of `treatment` minus `value` of `control` (rows told apart by `column`), matched
+    on `pair_on`; raises naming the pairs that are missing on either side."""
+    for name in [value, column, *([pair_on] if isinstance(pair_on, str) else pair_on)]:
+        if name not in table.columns:
+            raise ValueError(f"table: has no column {name!r}; columns: {', '.join(table.columns)}")
+    sides = {}
+    for label in (treatment, control):
+        part = table[table[column] == label]
+        if part.empty:
+            raise ValueError(f"{column}: no rows with {label!r}; values: "
+                             f"{', '.join(map(str, table[column].unique()))}")
+        sides[label] = part.set_index(pair_on)[value]
+        if sides[label].index.has_duplicates:
+            raise ValueError(f"pair_on: {pair_on!r} does not identify one {label!r} row per pair")
+    t, c = sides[treatment], sides[control]
+    unpaired = sorted(set(t.index) ^ set(c.index), key=str)
+    if unpaired:
+        raise ValueError(f"pair_on: pairs {unpaired} have a {treatment!r} or a {control!r} row, "
+                         "not both")
+    return (t - c.loc[t.index]).rename(f"{value}: {treatment} - {control}")
+
+
+def paired(table: pd.DataFrame, value: str, column: str, treatment: object, control: object,
+           pair_on: str | list[str] = "seed", level: float = LEVEL) -> Interval:
+    """The interval of the paired differences `treatment - control` (see `paired_differences`)."""
+    return interval(paired_differences(table, value, column, treatment, control, pair_on), level)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A paired difference judged against a claim's margin: the words a rule reasons with."""
+
+    interval: Interval
+    margin: float
+
+    @property
+    def outcome(self) -> str:
+        """'equivalent' (inside the margin), 'higher' or 'lower' (beyond noise and not
+        equivalent), or 'inconclusive' (neither: more seeds would be needed)."""
+        if self.interval.within(self.margin):
+            return "equivalent"
+        if self.interval.low > 0:
+            return "higher"
+        if self.interval.high < 0:
+            return "lower"
+        return "inconclusive"
+
+
+def compare(table: pd.DataFrame, value: str, column: str, treatment: object, control: object,
+            margin: float, pair_on: str | list[str] = "seed") -> Comparison:
+    """Paired comparison of `treatment` against `control` with an equivalence `margin`."""
+    if not margin > 0:
+        raise ValueError(f"margin: must be > 0; got {margin!r}")
+    return Comparison(paired(table, value, column, treatment, control, pair_on), float(margin))
+
+
+def summarize(table: pd.DataFrame, value: str, by: str | list[str],
+              level: float = LEVEL) -> pd.DataFrame:
+    """Per group of `by`: mean, low, high, n of `value` (for error bars and tables). A group with
+    a NaN value (a diverged run) gets NaN, and `nan_runs` counts them, so no figure hides it."""
+    rows = []
+    for key, part in table.groupby(by, sort=False):
+        iv = interval(part[value].to_numpy())
+        keys = key if isinstance(key, tuple) else (key,)
+        names = [by] if isinstance(by, str) else list(by)
+        rows.append({**dict(zip(names, keys, strict=True)), "mean": iv.mean, "low": iv.low,
+                     "high": iv.high, "n": iv.n, "nan_runs": int(part[value].isna().sum())})
+    return pd.DataFrame(rows)

@@ -1,0 +1,80 @@
+"""precisionlab.stats: intervals against scipy, pairing, and every comparison outcome."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from precisionlab import stats
+
+
+def table(control: list[float], treatment: list[float]) -> pd.DataFrame:
+    rows = [{"seed": s, "precision": "32-true", "acc": a} for s, a in enumerate(control)]
+    rows += [{"seed": s, "precision": "16-mixed", "acc": a} for s, a in enumerate(treatment)]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # order must not matter
+
+
+def test_interval_matches_scipy_t_interval():
+    x = np.array([0.1, 0.4, 0.35, 0.2, 0.3])
+    iv = stats.interval(x)
+    low, high = sps.t.interval(0.95, len(x) - 1, loc=x.mean(), scale=sps.sem(x))
+    assert (iv.mean, iv.n) == (pytest.approx(x.mean()), 5)
+    assert (iv.low, iv.high) == (pytest.approx(low), pytest.approx(high))
+
+
+def test_one_value_has_no_interval_and_is_never_decided():
+    iv = stats.interval([0.3])
+    assert math.isnan(iv.low) and math.isnan(iv.high)
+    assert not iv.beyond_noise and not iv.within(1.0)
+
+
+def test_a_diverged_run_makes_the_interval_nan_not_dropped():
+    iv = stats.interval([0.9, float("nan"), 0.91])
+    assert math.isnan(iv.mean) and not iv.beyond_noise
+
+
+def test_pairs_by_seed_not_by_row_order():
+    diffs = stats.paired_differences(table([0.9, 0.8, 0.7], [0.91, 0.81, 0.71]), "acc",
+                                     "precision", "16-mixed", "32-true")
+    assert np.allclose(diffs.sort_index().to_numpy(), 0.01)
+
+
+def test_missing_pair_and_unknown_label_are_named():
+    t = table([0.9, 0.8, 0.7], [0.91, 0.81])
+    with pytest.raises(ValueError, match="pairs \\[2\\]"):
+        stats.paired(t, "acc", "precision", "16-mixed", "32-true")
+    with pytest.raises(ValueError, match="no rows with 'bf16-mixed'"):
+        stats.paired(t, "acc", "precision", "bf16-mixed", "32-true")
+    with pytest.raises(ValueError, match="no column 'loss'"):
+        stats.paired(t, "loss", "precision", "16-mixed", "32-true")
+
+
+@pytest.mark.parametrize(("treatment", "outcome"), [
+    ([0.901, 0.801, 0.699], "equivalent"),
+    ([0.95, 0.86, 0.74], "higher"),
+    ([0.85, 0.74, 0.66], "lower"),
+    ([0.99, 0.70, 0.75], "inconclusive"),
+])
+def test_compare_reaches_every_outcome(treatment, outcome):
+    result = stats.compare(table([0.9, 0.8, 0.7], treatment), "acc", "precision", "16-mixed",
+                           "32-true", margin=0.01)
+    assert result.outcome == outcome
+
+
+def test_small_real_difference_inside_the_margin_is_equivalent_and_beyond_noise():
+    result = stats.compare(table([0.9, 0.8, 0.7], [0.902, 0.8021, 0.7019]), "acc", "precision",
+                           "16-mixed", "32-true", margin=0.01)
+    assert result.outcome == "equivalent" and result.interval.beyond_noise
+
+
+def test_summarize_counts_diverged_runs():
+    t = table([0.9, 0.8, 0.7], [float("nan"), 0.5, 0.6])
+    s = stats.summarize(t, "acc", "precision").set_index("precision")
+    assert s.loc["16-mixed", "nan_runs"] == 1 and math.isnan(s.loc["16-mixed", "mean"])
+    assert s.loc["32-true", "n"] == 3 and s.loc["32-true", "low"] < 0.8 < s.loc["32-true", "high"]
+
+
+def test_text_shows_mean_interval_and_n():
+    assert stats.interval([0.01, 0.02, 0.03]).text(100, " pp") == "+2 [-0.48, +4.5] pp (n=3)"
