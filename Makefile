@@ -23,7 +23,7 @@ help:  ## list the targets
 	@echo "              make run NB=01_number_formats PARAMS='-p formats [fp16,bf16]'"
 	@echo "make smoke    execute every chapter at the smoke profile into book/_runs (seconds)"
 	@echo "make status   which chapters are stale for PROFILE"
-	@echo "make lint     ruff over src and tests"
+	@echo "make lint     ruff over src, tests and the chapter templates (notebooks/)"
 	@echo "make venv     only create .venv and install the pinned dependencies"
 	@echo "make lock     rewrite requirements.lock from the current venv (then update environment.yml)"
 	@echo "make clean    remove _build (keeps .venv and the executed chapters)"
@@ -46,7 +46,9 @@ $(MATHJAX): $(STAMP)
 chapters: $(STAMP)
 	$(BIN)/precisionlab book --profile $(PROFILE)
 
+# _toc.yml is generated from the chapter registry, notebooks/chapters.yml.
 html: $(STAMP) $(MATHJAX)
+	$(BIN)/precisionlab toc
 	$(BIN)/jupyter-book build . --warningiserror --keep-going --quiet
 
 book: chapters html  ## chapters, then the HTML book in _build/html
@@ -78,7 +80,7 @@ portability: $(STAMP)
 	ATEN_CPU_CAPABILITY=default $(NBVAL)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests notebooks
 
 test: lint unit nbval  ## what CI runs
 

@@ -89,6 +89,18 @@ def test_the_switch_validates_and_auto_follows_the_cpu():
         assert not on and get_matmul16() == "native"
 
 
+def test_auto_emulates_unless_the_cpu_has_both_16_bit_formats(monkeypatch):
+    from precisionlab import provenance
+    from precisionlab.amp.emulation import native_16bit_cpu
+
+    monkeypatch.setattr(provenance, "kernels", lambda: {"cpu_capability": "AVX512"})
+    for flags, native in [({"avx512_fp16": True, "avx512_bf16": True}, True),
+                          ({"avx512_bf16": True}, False), ({"amx_bf16": True}, False), ({}, False)]:
+        monkeypatch.setattr(provenance, "cpu_info", lambda f=flags: {"isa": f})
+        assert native_16bit_cpu() is native
+        assert set_matmul16("auto") == ("native" if native else "emulated")
+
+
 @pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed", "bf16-true"])
 def test_a_short_emulated_training_run_tracks_the_native_one(precision):
     data = digits(0)

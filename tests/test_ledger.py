@@ -1,19 +1,35 @@
-"""The claims ledger and the CIT-1 citation check."""
+"""The claims ledger (one verdict per claim, from its owner) and the CIT-1 citation rule."""
 
 from __future__ import annotations
+
+import json
 
 import pandas as pd
 import pytest
 
+from precisionlab import registry
 from precisionlab.claims import Verdict, catalog
-from precisionlab.ledger import check_citations, claim_ids_in, ledger, read_citations
+from precisionlab.ledger import (
+    claim_ids_in,
+    ledger,
+    markdown,
+    markdown_untested,
+    untested,
+    verdicts_before,
+)
 from precisionlab.provenance import find_root
+from precisionlab.rules import citations
 
-CATALOG = {"A-1": {"seeds": "001", "claim": "first"}, "B-2": {"seeds": "002", "claim": "second"}}
+CATALOG = {"A-1": {"seeds": "001", "claim": "first"}, "B-2": {"seeds": "002", "claim": "second"},
+           "C-3": {"seeds": "003", "claim": "third"}}
+OWNERS = {"A-1": "03_y", "B-2": "01_x"}
+REGISTRY = registry.parse({"parts": [{"caption": "P", "chapters": [
+    {"name": "01_x", "claims": ["B-2"]}, {"name": "03_y", "claims": ["A-1"]},
+    {"name": "09_ledger", "ledger": True}]}], "untested": ["C-3"]})
 
 
-def verdict(claim: str, chapter: str = "01_x", word: str = "refuted") -> Verdict:
-    return Verdict(claim, word, "because", "fig-x", chapter)
+def verdict(claim: str, chapter: str, word: str = "refuted", hardware: str = "") -> Verdict:
+    return Verdict(claim, word, "because", "fig-x", chapter, hardware)
 
 
 def test_claim_ids_are_read_from_the_first_column_of_a_markdown_table() -> None:
@@ -22,48 +38,106 @@ def test_claim_ids_are_read_from_the_first_column_of_a_markdown_table() -> None:
     assert claim_ids_in(text) == ["MP-1", "Q-10"]
 
 
-def test_ledger_orders_by_catalog_and_keeps_every_chapter_verdict() -> None:
-    table = ledger(CATALOG, [verdict("B-2"), verdict("A-1", "03_y", "nuanced"),
-                             verdict("A-1", "01_x")])
-    assert list(zip(table.claim, table.chapter, strict=True)) == [("A-1", "01_x"), ("A-1", "03_y"),
-                                                     ("B-2", "01_x")]
-    assert table.paraphrase.tolist() == ["first", "first", "second"]
+def test_ledger_orders_by_catalog_and_keeps_the_machine_of_a_speed_verdict() -> None:
+    speed = verdict("B-2", "01_x", "nuanced", hardware="AMD EPYC, AVX2")
+    table = ledger(CATALOG, [speed, verdict("A-1", "03_y")], OWNERS)
+    assert table.claim.tolist() == ["A-1", "B-2"]
+    assert table.paraphrase.tolist() == ["first", "second"]
+    assert table.hardware.tolist() == ["", "AMD EPYC, AVX2"]
+    text = markdown(table)
+    assert "| **A-1** | first (001) | **refuted** | because | ch. {doc}`3 <03_y>`: " in text
+    assert "(hardware-dependent: measured on AMD EPYC, AVX2)" in text
 
 
-def test_ledger_keeps_the_machine_of_a_hardware_dependent_verdict() -> None:
-    speed = Verdict("A-1", "nuanced", "1.2x", "fig-step", "08_x", hardware="AMD EPYC, AVX2")
-    table = ledger(CATALOG, [speed, verdict("B-2")])
-    assert table.hardware.tolist() == ["AMD EPYC, AVX2", ""]
+@pytest.mark.parametrize(("verdicts", "required", "message"), [
+    ([verdict("A-1", "03_y")], None, r"^claims without a verdict: B-2 \(01_x\)"),
+    ([verdict("A-1", "01_x"), verdict("B-2", "01_x")], None,
+     r"^verdicts recorded by a chapter that does not own the claim: A-1 by 01_x \(owner: 03_y\)"),
+    ([verdict("C-3", "01_x")], [], r"C-3 by 01_x \(owner: none\)"),
+    ([verdict("Z-9", "01_x")], [], r"^verdicts: Z-9 are not claim ids"),
+])
+def test_ledger_fails_loudly_unless_each_claim_has_one_verdict_from_its_owner(
+        verdicts, required, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ledger(CATALOG, verdicts, OWNERS, required)
 
 
-def test_ledger_fails_loudly_on_a_claim_without_verdict_or_an_unknown_one() -> None:
-    with pytest.raises(ValueError, match="claims without a verdict: B-2"):
-        ledger(CATALOG, [verdict("A-1")])
-    with pytest.raises(ValueError, match="claims: C-3 are in the study's list but not"):
-        ledger(CATALOG, [verdict("A-1"), verdict("B-2")], required=["A-1", "C-3"])
-    with pytest.raises(ValueError, match="verdicts: Z-9 are not claim ids"):
-        ledger(CATALOG, [verdict("A-1"), verdict("B-2"), verdict("Z-9")])
+def test_two_verdicts_on_one_claim_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"^claims with more than one verdict: A-1"):
+        ledger(CATALOG, [verdict("A-1", "03_y"), verdict("A-1", "03_y", "nuanced")], OWNERS, [])
 
 
-def test_citation_check_needs_title_and_source() -> None:
-    rows = pd.DataFrame({
-        "cited title": ["Mixed Precision Training", "Mixed Precision Training", "A title", "X"],
-        "cited source": ["NVIDIA", "Microsoft", "NVIDIA", ""],
-        "arXiv id": ["1710.03740", "1710.03740", "1712.0", ""],
-        "what the id really holds": ["Mixed Precision Training, Micikevicius et al. (NVIDIA)",
-                                     "Mixed Precision Training, Micikevicius et al. (NVIDIA)",
-                                     "Unrelated: a Riccati equation", ""]})
-    out = check_citations(rows)
+def test_ledger_renders_what_there_is_when_nothing_is_required() -> None:
+    assert ledger(CATALOG, [verdict("B-2", "01_x")], OWNERS, required=[]).claim.tolist() == ["B-2"]
+
+
+def test_untested_claims_are_listed_apart() -> None:
+    todo = untested(CATALOG, REGISTRY)
+    assert todo.to_dict("records") == [{"claim": "C-3", "seeds": "003", "paraphrase": "third"}]
+    assert markdown_untested(todo).splitlines()[-1] == "| **C-3** | third | 003 |"
+
+
+def test_the_ledger_reads_only_the_verdict_files_of_chapters_before_it(tmp_path, results_dir):
+    folder = tmp_path / "data" / "verdicts"
+    folder.mkdir(parents=True)
+    for name, claim in (("01_x", "B-2"), ("09_ledger", "C-3"), ("05_unregistered", "A-1")):
+        (folder / f"{name}.json").write_text(json.dumps(
+            {claim: {"claim": claim, "verdict": "refuted", "reason": "r", "evidence": "e",
+                     "chapter": name, "hardware": ""}}))
+    found = verdicts_before(tmp_path, REGISTRY, "09_ledger")
+    assert {name: [v.claim for v in vs] for name, vs in found.items()} == {"01_x": ["B-2"]}
+
+
+def cited(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["cited title", "cited source", "arXiv id"])
+
+
+LOOKUP = pd.DataFrame({
+    "arXiv id": ["1710.03740", "1712.05770"],
+    "title": ["Mixed Precision Training", ""],
+    "affiliations": ["Baidu Research; NVIDIA", ""],
+    "source": ["https://arxiv.org/abs/1710.03740", "https://arxiv.org/abs/1712.05770"],
+    "checked_on": ["2026-11-22", "2026-11-22"]})
+RIGHT = ("Mixed Precision Training", "NVIDIA", "1710.03740")
+WRONG_SOURCE = ("Mixed Precision Training", "Microsoft", "1710.03740")
+UNRELATED = ("Dynamic Mixed Precision Training", "NVIDIA", "1712.05770")
+NO_ID = ("Deep learning with mixed precision", "NVIDIA", "")
+
+
+@pytest.mark.parametrize(("rows", "word", "reason"), [
+    ((RIGHT, NO_ID), "supported", "1 of 1 arXiv ids hold the cited paper"),
+    ((WRONG_SOURCE, UNRELATED, NO_ID), "refuted", "0 of 2 arXiv ids hold the cited paper from "
+                                                  "the cited source; 1 of 3 entries give no id"),
+    ((RIGHT, UNRELATED), "nuanced", "1 of 2 arXiv ids"),
+    ((NO_ID,), "not testable here", "no entry gives an arXiv id"),
+])
+def test_cit1_reaches_every_verdict(rows, word, reason) -> None:
+    finding = citations.cit1(citations.check(cited(*rows), LOOKUP))
+    assert (finding.claim, finding.verdict, finding.evidence) == ("CIT-1", word, "tbl-citations")
+    assert reason in finding.reason
+
+
+def test_citation_check_needs_the_title_and_the_source_and_a_looked_up_id() -> None:
+    out = citations.check(cited(RIGHT, WRONG_SOURCE, UNRELATED, NO_ID), LOOKUP)
     assert out.correct.tolist() == [True, False, False, False]
     assert out.identifiable.tolist() == [True, True, True, False]
-    with pytest.raises(ValueError, match="citations: need columns"):
-        check_citations(rows.drop(columns="cited source"))
+    assert out.source_named.tolist() == [True, False, False, False]
+    with pytest.raises(ValueError, match=r"^lookup: no row for arXiv id 9999.00001; add"):
+        citations.check(cited(("A title", "X", "9999.00001")), LOOKUP)
+    with pytest.raises(ValueError, match=r"^citations: need columns"):
+        citations.check(cited(RIGHT).drop(columns="cited source"), LOOKUP)
+    with pytest.raises(ValueError, match=r"^lookup: need columns"):
+        citations.check(cited(RIGHT), LOOKUP.drop(columns="checked_on"))
 
 
-def test_the_projects_citations_and_claims_are_consistent() -> None:
+def test_the_projects_citations_lookup_and_claims_are_consistent() -> None:
     root = find_root()
-    checked = check_citations(read_citations(root))
+    cited_table, lookup = citations.read(root)
+    checked = citations.check(cited_table, lookup)
     assert checked["arXiv id"].tolist()[:5] == ["1712.06082", "1902.09602", "1710.03740",
                                                 "1712.05770", "1712.08083"]
     assert not checked.correct.any()  # no seed citation holds the cited paper
+    assert lookup.source.str.startswith("https://arxiv.org/abs/").all()
+    assert (lookup.source == "https://arxiv.org/abs/" + lookup["arXiv id"]).all()
+    assert lookup.checked_on.str.fullmatch(r"\d{4}-\d\d-\d\d").all()
     assert {"CIT-1", "Q-1", "MP-7"} <= set(catalog(root))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
 from precisionlab import provenance
@@ -18,6 +21,49 @@ def test_sixteen_bit_support_in_words_follows_flags_and_the_capability_in_use():
     only_bf16 = {**XEON, "avx512_fp16": False}
     assert "bf16" in provenance.sixteen_bit_support(only_bf16, "AVX512")
     assert "no fp16" in provenance.sixteen_bit_support(only_bf16, "AVX512")
+
+
+def test_has_native_16bit_is_per_format_and_needs_avx512_kernels():
+    only_bf16 = {**XEON, "avx512_fp16": False}
+    assert provenance.has_native_16bit("fp16", XEON, "AVX512")
+    assert provenance.has_native_16bit(torch.bfloat16, only_bf16, "AVX512")
+    assert not provenance.has_native_16bit(torch.float16, only_bf16, "AVX512")
+    assert provenance.has_native_16bit("bf16", {"amx_bf16": True}, "AVX512")
+    assert not provenance.has_native_16bit("bf16", XEON, "AVX2")  # flags, but AVX2 kernels
+    assert not provenance.has_native_16bit("fp16", EPYC, "AVX512")
+    with pytest.raises(ValueError, match=r"^dtype: must be one of 'fp16', 'bf16'; got 'fp8'"):
+        provenance.has_native_16bit("fp8", XEON, "AVX512")
+
+
+def write(path: Path, text: str = "") -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_module_closure_follows_imports_transitively(tmp_path):
+    """Plain, relative, function-level and `from pkg import submodule` imports; a cycle; the
+    packages on the way; third-party names and unused modules left out."""
+    src, pkg = tmp_path / "src", tmp_path / "src" / "pkg"
+    write(pkg / "__init__.py", "from pkg.core import f\n")
+    write(pkg / "core.py", "import numpy\nfrom . import util\n")
+    write(pkg / "util.py", "def g():\n    from pkg.sub.deep import h\n    return h\n")
+    write(pkg / "sub" / "__init__.py")
+    write(pkg / "sub" / "deep.py", "from ..core import f\nfrom .. import cyc\n")
+    write(pkg / "cyc.py", "import pkg.cyc\nimport importlib\nimportlib.import_module('pkg.dyn')\n")
+    write(pkg / "dyn.py")
+    write(pkg / "unused.py", "import pkg.core\n")
+    write(pkg / "stats" / "__init__.py")
+    write(pkg / "stats" / "paired.py")
+    write(pkg / "stats" / "other.py")
+
+    def closure(*code: str) -> list[str]:
+        return [p.relative_to(src).as_posix() for p in provenance.module_closure(src, code)]
+
+    assert closure("%matplotlib inline\nimport pandas as pd\nfrom pkg.stats import paired") == [
+        "pkg/__init__.py", "pkg/core.py", "pkg/cyc.py", "pkg/dyn.py", "pkg/stats/__init__.py",
+        "pkg/stats/paired.py", "pkg/sub/__init__.py", "pkg/sub/deep.py", "pkg/util.py"]
+    assert closure("import os") == []
+    assert "pkg/unused.py" not in closure("import pkg.core", "from pkg import sub")
 
 
 def test_machine_records_the_kernels_torch_picked_and_the_library_versions():

@@ -15,7 +15,14 @@ from precisionlab.validate import ParameterError
 CHAPTER = "90_tiny"
 
 
+def register(root, inputs: str = "[]") -> None:
+    (root / "notebooks" / "chapters.yml").write_text(
+        f"parts:\n  - caption: Tiny\n    chapters:\n      - name: {CHAPTER}\n"
+        f"        claims: [FMT-1]\n        inputs: {inputs}\n")
+
+
 def write_template(root, extra: str = "") -> None:
+    register(root)
     params = new_code_cell("n = 3\nfail = False\ndevice = 'cpu'\nthreads = 1",
                            metadata={"tags": ["parameters"]})
     check = new_code_cell("from precisionlab import validate as v\nv.integer('n', n, 1, 10)")
@@ -46,6 +53,10 @@ def test_execute_stamps_provenance_and_caches_by_content(mini_project):
     assert meta["machine"]["torch"].startswith("2.13.0")
     assert {"avx512_bf16", "avx512_fp16", "amx_tile", "avx512_vnni"} <= set(meta["machine"]["isa"])
     assert "".join(nb["cells"][-1]["source"]).startswith("## Provenance")
+    assert "`precisionlab.validate`" in "".join(nb["cells"][-1]["source"])
+    assert {"src/precisionlab/__init__.py", "src/precisionlab/validate.py",
+            "src/precisionlab/claims.py"} <= set(meta["modules"])
+    assert "src/precisionlab/quant/ptq.py" not in meta["modules"]
     params_cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     assert "remove-cell" in params_cell["metadata"]["tags"]
     assert (root / "data" / CHAPTER / "table.csv").read_text().splitlines() == ["i", "0", "1", "2"]
@@ -60,8 +71,13 @@ def test_execute_stamps_provenance_and_caches_by_content(mini_project):
     assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
     assert snapshot(root) == before
 
-    (root / "src" / "precisionlab" / "validate.py").write_text(
-        (root / "src" / "precisionlab" / "validate.py").read_text() + "\n# edited\n")
+    def edit(module: str) -> None:
+        path = root / "src" / "precisionlab" / module
+        path.write_text(path.read_text() + "\n# edited\n")
+
+    edit("quant/ptq.py")  # a module the chapter does not import: nothing to redo
+    assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
+    edit("validate.py")
     assert runner.execute(root, CHAPTER, progress=False).status == "executed"
     assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
 
@@ -97,6 +113,26 @@ def test_unknown_parameter_or_profile_or_chapter_fails_before_any_kernel(mini_pr
         runner.execute(root, CHAPTER, profile="tpu")
     with pytest.raises(ParameterError, match=r"^chapter: must be one of '90_tiny'"):
         runner.execute(root, "91_missing")
+
+
+def test_a_template_outside_the_registry_is_an_error_saying_how_to_register_it(mini_project):
+    root = mini_project
+    write_template(root)
+    (root / "notebooks" / "91_new.ipynb").write_bytes(
+        (root / "notebooks" / f"{CHAPTER}.ipynb").read_bytes())
+    with pytest.raises(ParameterError, match=r"^chapter: '91_new' is not in notebooks/chapters"):
+        runner.chapter_names(root)
+    assert runner.main(["status"]) == 2
+
+
+def test_toc_is_written_from_the_registry_and_checked(mini_project, capsys):
+    root = mini_project
+    write_template(root)
+    assert runner.main(["toc", "--check"]) == 1
+    assert "run `precisionlab toc`" in capsys.readouterr().err
+    assert runner.main(["toc"]) == 0
+    assert "      - file: book/90_tiny\n" in (root / "_toc.yml").read_text()
+    assert runner.main(["toc", "--check"]) == 0
 
 
 def test_profiles_and_reruns_go_beside_the_published_chapter(mini_project):
@@ -144,11 +180,8 @@ def test_parse_params_reads_yaml_like_papermill():
 def test_declared_data_inputs_are_part_of_the_key(mini_project):
     root = mini_project
     write_template(root)
-    template = root / "notebooks" / f"{CHAPTER}.ipynb"
     plain = runner.input_key(root, CHAPTER, "cpu", {})
-    nb = nbformat.read(template, as_version=4)
-    nb.metadata["precisionlab"] = {"inputs": ["data/verdicts/0[1-8]_*.json"]}
-    nbformat.write(nb, template)
+    register(root, inputs="['data/verdicts/0[1-8]_*.json']")
     (root / "data" / "verdicts").mkdir()
     ledger_input = root / "data" / "verdicts" / "05_x.json"
     ledger_input.write_text("{}")
@@ -159,5 +192,17 @@ def test_declared_data_inputs_are_part_of_the_key(mini_project):
     assert runner.input_key(root, CHAPTER, "cpu", {}) == first
     ledger_input.write_text('{"Q-1": {}}')  # an input changed: the chapter is stale
     assert runner.input_key(root, CHAPTER, "cpu", {}) != first
-    assert runner.data_inputs(root, template) == {
+    assert runner.data_inputs(root, CHAPTER) == {
         "data/verdicts/05_x.json": runner.hashlib.sha256(b'{"Q-1": {}}').hexdigest()}
+
+
+def test_a_ledger_chapter_reads_the_verdicts_of_the_chapters_before_it(mini_project):
+    root = mini_project
+    write_template(root)
+    (root / "notebooks" / "chapters.yml").write_text(
+        "parts:\n  - caption: A\n    chapters:\n      - name: 10_x\n"
+        f"      - name: {CHAPTER}\n        ledger: true\n      - name: 95_after\n")
+    (root / "data" / "verdicts").mkdir()
+    for name in ("10_x", CHAPTER, "95_after"):
+        (root / "data" / "verdicts" / f"{name}.json").write_text("{}")
+    assert list(runner.data_inputs(root, CHAPTER)) == ["data/verdicts/10_x.json"]

@@ -1,19 +1,22 @@
-"""The claims ledger: every seed claim with the verdicts the chapters computed for it.
+"""The claims ledger: every seed claim with the one verdict its chapter computed for it.
 
-Chapter 09 renders it from the verdict files (`claims.verdict_files`) and `data/claims.csv`
-(never typed), and it fails loudly when a claim of the list has no verdict. A hardware-dependent
-verdict keeps the machine it was measured on beside it. `check_citations` computes the
-verdict data for CIT-1 from `data/citations.csv`.
+Chapter 09 renders it from the verdict files of the chapters before it and `data/claims.csv`
+(never typed). The registry (`notebooks/chapters.yml`) says which chapter owns each claim; the
+ledger fails loudly when a claim has no verdict, more than one, or one from another chapter.
+Claims no chapter tests yet are listed apart as untested. A hardware-dependent verdict keeps the
+machine it was measured on beside it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from precisionlab.claims import Verdict
+from precisionlab.claims import Verdict, verdict_files
+from precisionlab.registry import FILE, Registry
 
 CLAIM_ID = re.compile(r"^\|\s*([A-Z]+-\d+)\s*\|", re.MULTILINE)
 
@@ -23,64 +26,76 @@ def claim_ids_in(markdown: str) -> list[str]:
     return list(dict.fromkeys(CLAIM_ID.findall(markdown)))
 
 
-def ledger(catalog: dict[str, dict[str, str]], verdicts: list[Verdict],
-           required: list[str] | None = None) -> pd.DataFrame:
-    """One row per (claim, chapter verdict), in the catalog's order.
+def verdicts_before(root: Path, registry: Registry, chapter: str) -> dict[str, list[Verdict]]:
+    """Chapter -> its verdicts, for the chapters before `chapter` that have a verdict file (this
+    run's where it recomputed them, `claims.verdict_files`, the committed ones otherwise)."""
+    files = verdict_files(root)
+    return {name: [Verdict(**e) for e in json.loads(files[name].read_text()).values()]
+            for name in registry.before(chapter) if name in files}
 
-    Raises ValueError naming every claim of `required` (default: the catalog) that has no
-    verdict, and every verdict whose claim is not in the catalog.
+
+def ledger(catalog: dict[str, dict[str, str]], verdicts: list[Verdict], owners: dict[str, str],
+           required: list[str] | None = None) -> pd.DataFrame:
+    """One row per claim with a verdict, in the catalog's order.
+
+    Raises ValueError for a verdict on an id not in the catalog, a verdict recorded by a chapter
+    that does not own its claim (`owners`: claim -> chapter), a claim with two verdicts, and
+    each claim of `required` (default: every owned claim) without a verdict.
     """
-    required = list(catalog) if required is None else required
-    unknown_required = [c for c in required if c not in catalog]
-    if unknown_required:
-        raise ValueError(f"claims: {', '.join(unknown_required)} are in the study's list but not "
-                         "in data/claims.csv; add their ids and paraphrases there")
     stray = sorted({v.claim for v in verdicts} - set(catalog))
     if stray:
         raise ValueError(f"verdicts: {', '.join(stray)} are not claim ids of data/claims.csv")
-    have = {v.claim for v in verdicts}
-    missing = [c for c in required if c not in have]
+    foreign = [f"{v.claim} by {v.chapter} (owner: {owners.get(v.claim, 'none')})"
+               for v in verdicts if owners.get(v.claim) != v.chapter]
+    if foreign:
+        raise ValueError(f"verdicts recorded by a chapter that does not own the claim: "
+                         f"{'; '.join(foreign)}; rerun that chapter or fix the owner in {FILE}")
+    claims = [v.claim for v in verdicts]
+    twice = sorted({c for c in claims if claims.count(c) > 1})
+    if twice:
+        raise ValueError(f"claims with more than one verdict: {', '.join(twice)}")
+    missing = [f"{c} ({owners[c]})" for c in (list(owners) if required is None else required)
+               if c not in claims]
     if missing:
-        raise ValueError(f"claims without a verdict: {', '.join(missing)}; every claim needs a "
-                         "chapter that computes one")
+        raise ValueError(f"claims without a verdict: {', '.join(missing)}; run the owning "
+                         "chapter, which must record one")
     order = {claim: i for i, claim in enumerate(catalog)}
     rows = [{"claim": v.claim, "seeds": catalog[v.claim]["seeds"],
              "paraphrase": catalog[v.claim]["claim"], "verdict": v.verdict, "reason": v.reason,
              "chapter": v.chapter, "evidence": v.evidence, "hardware": v.hardware}
-            for v in verdicts]
-    table = pd.DataFrame(rows)
-    table["_order"] = table.claim.map(order)
-    return table.sort_values(["_order", "chapter"]).drop(columns="_order").reset_index(drop=True)
+            for v in sorted(verdicts, key=lambda v: order[v.claim])]
+    return pd.DataFrame(rows, columns=["claim", "seeds", "paraphrase", "verdict", "reason",
+                                       "chapter", "evidence", "hardware"])
 
 
-def _words(text: str) -> set[str]:
-    return set(re.findall(r"[a-z0-9]+", text.lower()))
+def untested(catalog: dict[str, dict[str, str]], registry: Registry) -> pd.DataFrame:
+    """The claims the registry lists as untested (no chapter owns them), in catalog order."""
+    rows = [{"claim": c, "seeds": row["seeds"], "paraphrase": row["claim"]}
+            for c, row in catalog.items() if c in registry.untested]
+    return pd.DataFrame(rows, columns=["claim", "seeds", "paraphrase"])
 
 
-def check_citations(citations: pd.DataFrame, min_overlap: float = 0.6) -> pd.DataFrame:
-    """Add to the seeds' citations whether each is identifiable and, if so, correct.
-
-    An entry is identifiable when it gives an arXiv id. It is correct when what that id really
-    holds shares at least `min_overlap` of the cited title's words and names the cited source.
-    """
-    needed = {"cited title", "cited source", "arXiv id", "what the id really holds"}
-    if not needed <= set(citations.columns):
-        raise ValueError(f"citations: need columns {sorted(needed)}; got {list(citations.columns)}")
-    out = citations.copy()
-    ids = out["arXiv id"].fillna("").astype(str).str.strip()
-    out["identifiable"] = ids != ""
-    overlap, source_named = [], []
-    for title, source, actual in zip(out["cited title"], out["cited source"].fillna(""),
-                                     out["what the id really holds"].fillna(""), strict=True):
-        cited = _words(title)
-        overlap.append(len(cited & _words(actual)) / len(cited) if cited else 0.0)
-        source_named.append(bool(source) and source.lower() in actual.lower())
-    out["title_overlap"] = overlap
-    out["source_named"] = source_named
-    out["correct"] = out.identifiable & (out.title_overlap >= min_overlap) & out.source_named
-    return out
+def _cell(text: object) -> str:
+    """Table-safe Markdown: no pipes or newlines inside a cell."""
+    return str(text).replace("|", "/").replace("\n", " ")
 
 
-def read_citations(root: Path) -> pd.DataFrame:
-    """`data/citations.csv`, with ids kept as text (1710.03740 is not a number)."""
-    return pd.read_csv(root / "data" / "citations.csv", dtype=str, keep_default_na=False)
+def markdown(table: pd.DataFrame) -> str:
+    """The ledger as a MyST Markdown table, linking each verdict to its chapter and evidence."""
+    lines = ["| claim | the claim (our paraphrase; seed articles) | verdict | why (computed) | "
+             "evidence |", "|---|---|---|---|---|"]
+    for row in table.itertuples():
+        measured = (f"<br>(hardware-dependent: measured on {_cell(row.hardware)})"
+                    if row.hardware else "")
+        link = f"{{doc}}`{int(row.chapter[:2])} <{row.chapter}>`"
+        lines.append(f"| **{row.claim}** | {_cell(row.paraphrase)} ({row.seeds}) | "
+                     f"**{row.verdict}**{measured} | {_cell(row.reason)} | "
+                     f"ch. {link}: {{ref}}`{row.evidence} <{row.evidence}>` |")
+    return "\n".join(lines)
+
+
+def markdown_untested(table: pd.DataFrame) -> str:
+    """The untested claims as a Markdown table: id, paraphrase, seed articles."""
+    lines = ["| claim | the claim (our paraphrase) | seed articles |", "|---|---|---|"]
+    lines += [f"| **{r.claim}** | {_cell(r.paraphrase)} | {r.seeds} |" for r in table.itertuples()]
+    return "\n".join(lines)

@@ -8,10 +8,12 @@ bit only on one machine and build with one thread count; another CPU changes the
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import os
 import platform
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 # CPU flags that decide how fast (or whether) low-precision kernels run.
@@ -83,11 +85,75 @@ def hash_files(paths: list[Path], root: Path) -> str:
     return digest.hexdigest()
 
 
-def src_hash(root: Path) -> str:
-    """Content hash of the library (every file under src/precisionlab, no caches)."""
-    files = [p for p in (root / "src" / "precisionlab").rglob("*")
-             if p.is_file() and "__pycache__" not in p.parts]
-    return hash_files(files, root)
+def _module_file(src: Path, dotted: str) -> Path | None:
+    """The file of module `dotted` under `src` (`a/b.py` or `a/b/__init__.py`), if it is there."""
+    base = src.joinpath(*dotted.split("."))
+    for path in (base.with_suffix(".py"), base / "__init__.py"):
+        if path.is_file():
+            return path
+    return None
+
+
+def _with_packages(src: Path, dotted: str) -> list[Path]:
+    """Files that `import dotted` runs: every package `__init__.py` on the way, then the module
+    itself ([] when the top-level name is not under `src`, e.g. numpy)."""
+    found, parts = [], dotted.split(".")
+    for i in range(1, len(parts) + 1):
+        path = _module_file(src, ".".join(parts[:i]))
+        if path is None:
+            break
+        found.append(path)
+    return found
+
+
+def _imports(src: Path, tree: ast.AST, package: str) -> list[Path]:
+    """Files under `src` that the imports anywhere in `tree` (function bodies too) run.
+
+    `package` is the dotted package relative imports start from ('' for a notebook's code)."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found += _with_packages(src, alias.name)
+        elif isinstance(node, ast.ImportFrom):
+            parts = package.split(".") if package else []
+            base = parts[: len(parts) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            if not module:
+                continue
+            found += _with_packages(src, module)
+            for alias in node.names:  # `from pkg import submodule` imports a module too
+                sub = _module_file(src, f"{module}.{alias.name}")
+                found += [sub] if sub else []
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str)):
+            found += _with_packages(src, node.args[0].value)
+    return found
+
+
+def module_closure(src: Path, sources: Iterable[str]) -> list[Path]:
+    """The source files under `src` that running the code `sources` imports, transitively.
+
+    Follows `import a.b`, `from a import b` (b a name or a submodule), relative imports and
+    `importlib.import_module("literal")`, at any depth of the code, through every module found;
+    packages on the way count (importing a.b runs a/__init__.py). Lines starting with `%` or
+    `!` (IPython magics) are skipped. Sorted by path."""
+    todo: list[Path] = []
+    for code in sources:
+        lines = [ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))]
+        todo += _imports(src, ast.parse("\n".join(lines)), "")
+    seen: set[Path] = set()
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        dotted = ".".join(path.relative_to(src).with_suffix("").parts)
+        package = dotted.removesuffix(".__init__") if path.name == "__init__.py" \
+            else dotted.rpartition(".")[0]
+        todo += _imports(src, ast.parse(path.read_text(encoding="utf-8")), package)
+    return sorted(seen)
 
 
 def lock_hash(root: Path) -> str:
@@ -144,16 +210,35 @@ def machine(device: str = "cpu", threads: int | None = None) -> dict[str, object
     }
 
 
+def has_native_16bit(dtype: str, isa: dict[str, bool] | None = None,
+                     capability: str | None = None) -> bool:
+    """Whether torch's CPU kernels have instructions for `dtype` ('fp16'/'bf16', or the torch
+    dtype) rather than converting to fp32 around every operation: AVX-512 kernels with
+    avx512_fp16 for fp16, avx512_bf16 or AMX bf16 for bf16. Defaults: this machine."""
+    name = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(str(dtype), str(dtype))
+    if name not in ("fp16", "bf16"):
+        raise ValueError(f"dtype: must be one of 'fp16', 'bf16'; got {dtype!r}")
+    isa = cpu_info()["isa"] if isa is None else isa
+    capability = kernels()["cpu_capability"] if capability is None else capability
+    if not capability.upper().startswith("AVX512"):
+        return False
+    if name == "fp16":
+        return bool(isa.get("avx512_fp16"))
+    return bool(isa.get("avx512_bf16") or isa.get("amx_bf16"))
+
+
 def sixteen_bit_support(isa: dict[str, bool], capability: str) -> str:
     """In words, what this CPU's kernels can do with fp16 and bf16: the fact that decides their
     speed against fp32 (native instructions, or conversion to fp32 around every operation)."""
-    wide = capability.upper().startswith("AVX512")
-    if wide and isa.get("amx_bf16"):
+    fp16, bf16 = (has_native_16bit(d, isa, capability) for d in ("fp16", "bf16"))
+    if bf16 and isa.get("amx_bf16"):
         return "AMX bf16 matrix units and AVX-512 vectors"
-    if wide and isa.get("avx512_fp16") and isa.get("avx512_bf16"):
+    if fp16 and bf16:
         return "native fp16 and bf16 instructions (avx512_fp16, avx512_bf16)"
-    if wide and isa.get("avx512_bf16"):
+    if bf16:
         return "native bf16 dot products (avx512_bf16) but no fp16 arithmetic"
+    if fp16:
+        return "native fp16 instructions (avx512_fp16) but no bf16 arithmetic"
     return "no native fp16 or bf16 arithmetic (16-bit values are converted to fp32 and back)"
 
 

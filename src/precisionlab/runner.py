@@ -1,14 +1,16 @@
 """The book runner: execute chapter templates with Papermill, cached, atomic, with provenance.
 
-A template `notebooks/NN_topic.ipynb` is executed into `book/NN_topic.ipynb` only when its
-inputs changed (template, profile parameters, library source, dependency lock), judged by
-content hashes stored in the executed chapter, so a fresh clone re-executes nothing. The run
-happens in a staging folder; the chapter and its results are moved into `book/` and `data/`
-only when every cell succeeded. The runner knows no experiment: it executes any notebook.
+A template `notebooks/NN_topic.ipynb`, registered in `notebooks/chapters.yml`, is executed into
+`book/NN_topic.ipynb` only when its inputs changed (template, profile parameters, the library
+modules it imports, the data files it declares, dependency lock), judged by content hashes
+stored in the executed chapter, so a fresh clone re-executes nothing. The run happens in a
+staging folder; the chapter and its results are moved into `book/` and `data/` only when every
+cell succeeded. The runner knows no experiment: it executes any notebook.
 
     precisionlab book [--profile cpu|smoke|gpu] [--force] [CHAPTER ...]
     precisionlab run CHAPTER -p NAME VALUE [-p NAME VALUE ...] [--profile P] [--publish]
     precisionlab status [--profile P]
+    precisionlab toc [--check]
 """
 
 from __future__ import annotations
@@ -28,12 +30,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from precisionlab import provenance
+from precisionlab import provenance, registry
 from precisionlab.results import RESULTS_ENV, atomic_write_text, write_json
 from precisionlab.validate import ParameterError, one_of
 
-PROFILES = ("cpu", "smoke", "gpu")
-KEY_VERSION = 1  # bump when the meaning of the input key changes
+PROFILES = registry.PROFILES
+KEY_VERSION = 2  # bump when the meaning of the input key changes (2: imported modules, not src)
 
 
 class ChapterFailed(RuntimeError):
@@ -46,8 +48,11 @@ def quiet() -> bool:
 
 
 def chapter_names(root: Path) -> list[str]:
-    """Chapter templates in book order: `notebooks/NN_topic.ipynb`."""
-    return sorted(p.stem for p in (root / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    """The chapters of `notebooks/chapters.yml` in book order, each with its template; a
+    template in notebooks/ that is not registered is an error saying how to register it."""
+    chapters = registry.load(root)
+    registry.check_templates(chapters, root)
+    return chapters.names
 
 
 def template_path(root: Path, chapter: str) -> Path:
@@ -71,7 +76,8 @@ def profile_overrides(root: Path, chapter: str, profile: str) -> dict[str, Any]:
     import yaml
 
     one_of("profile", profile, PROFILES)
-    table = yaml.safe_load((root / "notebooks" / "profiles.yml").read_text()) or {}
+    table = registry.check_profiles(registry.load(root), yaml.safe_load(
+        (root / "notebooks" / "profiles.yml").read_text()))
     return dict((table.get(chapter) or {}).get(profile) or {})
 
 
@@ -87,15 +93,11 @@ def plan(root: Path, chapter: str, profile: str = "cpu",
     return injected, {**defaults, **injected}
 
 
-def data_inputs(root: Path, template: Path) -> dict[str, str]:
-    """Project files a chapter reads besides src (e.g. other chapters' verdicts): path -> sha256.
-
-    A template declares them as globs relative to the root in its notebook metadata,
-    `{"precisionlab": {"inputs": ["data/verdicts/0[1-8]_*.json"]}}`.
-    """
-    meta = json.loads(template.read_text()).get("metadata", {}).get("precisionlab", {})
+def data_inputs(root: Path, chapter: str) -> dict[str, str]:
+    """Project files a chapter reads besides the library, path -> sha256: the globs its registry
+    entry declares, and for the ledger the verdict files of the chapters before it."""
     found = {}
-    for pattern in meta.get("inputs", []):
+    for pattern in registry.load(root).inputs(chapter):
         for path in sorted(root.glob(pattern)):
             if path.is_file():
                 found[path.relative_to(root).as_posix()] = hashlib.sha256(
@@ -103,20 +105,31 @@ def data_inputs(root: Path, template: Path) -> dict[str, str]:
     return found
 
 
+def modules(root: Path, chapter: str) -> list[Path]:
+    """The library's source files a chapter's code imports, transitively (`module_closure`)."""
+    import nbformat
+
+    nb = nbformat.read(template_path(root, chapter), as_version=4)
+    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
+    try:
+        return provenance.module_closure(root / "src", code)
+    except SyntaxError as err:
+        raise ParameterError(f"{chapter}: cannot read the imports of its code: {err}") from None
+
+
 def input_key(root: Path, chapter: str, profile: str, injected: dict[str, Any]) -> str:
-    """Content hash of everything that decides a chapter's output."""
+    """Content hash of everything that decides a chapter's output: template, profile and
+    parameters, the library modules it imports, its declared data inputs and the lock."""
     template = template_path(root, chapter)
     parts = {
         "version": KEY_VERSION,
         "template": hashlib.sha256(template.read_bytes()).hexdigest(),
         "profile": profile,
         "parameters": injected,
-        "src": provenance.src_hash(root),
+        "modules": provenance.hash_files(modules(root, chapter), root),
         "lock": provenance.lock_hash(root),
+        "inputs": data_inputs(root, chapter),
     }
-    inputs = data_inputs(root, template)
-    if inputs:  # only chapters that declare inputs have this part: other keys stay as they were
-        parts["inputs"] = inputs
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
@@ -211,12 +224,14 @@ def _provenance(root: Path, chapter: str, profile: str, key: str, effective: dic
                 started: datetime, seconds: float) -> dict[str, Any]:
     device = effective.get("device", "auto")
     device = provenance.resolve_device(device) if device in provenance.DEVICES else str(device)
+    used = modules(root, chapter)
     return {
         "chapter": chapter,
         "profile": profile,
         "parameters": effective,
         "input_key": key,
-        "src_hash": provenance.src_hash(root),
+        "modules": [p.relative_to(root).as_posix() for p in used],
+        "modules_hash": provenance.hash_files(used, root),
         "lock_hash": provenance.lock_hash(root),
         "machine": provenance.machine(device, effective.get("threads")),
         "executed_at": started.strftime("%Y-%m-%d %H:%M UTC"),
@@ -251,11 +266,27 @@ def footer(record: dict[str, Any]) -> str:
         ("CPU", f"{m['cpu_model']}, {m['cpu_count']} cores, {m['threads']} threads"),
         ("ISA flags present", flags),
         ("Software", f"torch {m['torch']}, Python {m['python']}, {m['platform']}"),
-        ("Hashes", f"src `{record['src_hash'][:12]}`, lock `{record['lock_hash'][:12]}`, "
+        ("Library modules used", ", ".join(f"`{module_name(p)}`" for p in record["modules"])),
+        ("Hashes", f"modules `{record['modules_hash'][:12]}`, lock `{record['lock_hash'][:12]}`, "
                    f"inputs `{record['input_key'][:12]}`"),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"## Provenance\n\n| | |\n|---|---|\n{table}\n"
+
+
+def module_name(path: str) -> str:
+    """`src/precisionlab/amp/__init__.py` -> `precisionlab.amp`, for the provenance footer."""
+    dotted = path.removeprefix("src/").removesuffix(".py").replace("/", ".")
+    return dotted.removesuffix(".__init__")
+
+
+def write_toc(root: Path, check: bool = False) -> bool:
+    """Write `_toc.yml` from the registry; with `check`, only say whether it is current."""
+    text = registry.toc(registry.load(root))
+    current = (root / "_toc.yml").read_text() == text
+    if not check and not current:
+        atomic_write_text(root / "_toc.yml", text)
+    return current
 
 
 def _move_results(staged: Path, dest: Path, chapter: str, whole_tree: bool) -> None:
@@ -309,6 +340,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     status.add_argument("--check", action="store_true",
                         help="exit 1 if a chapter is stale (its published results are not "
                              "what the current inputs produce)")
+    toc = sub.add_parser("toc", help="write _toc.yml from notebooks/chapters.yml")
+    toc.add_argument("--check", action="store_true", help="exit 1 if _toc.yml is not current")
     for p in (book, run, status):
         p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
     for p in (book, run):
@@ -316,6 +349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     root = provenance.find_root()
     try:
+        if args.command == "toc":
+            current = write_toc(root, check=args.check)
+            if args.check and not current:
+                print("precisionlab: _toc.yml differs from notebooks/chapters.yml: run "
+                      "`precisionlab toc`", file=sys.stderr)
+                return 1
+            return 0
         one_of("profile", args.profile, PROFILES)
         if args.command == "status":
             stale = []

@@ -33,11 +33,9 @@ _mode = "native"
 
 
 def native_16bit_cpu() -> bool:
-    """True when torch's CPU kernels have fp16 and bf16 instructions to run on (AVX-512 kernels
-    with avx512_fp16 and avx512_bf16, or AMX), so 16-bit matmuls are not slow."""
-    support = provenance.sixteen_bit_support(provenance.cpu_info()["isa"],
-                                             provenance.kernels()["cpu_capability"])
-    return not support.startswith("no native")
+    """True when torch's CPU kernels have both fp16 and bf16 instructions to run on
+    (`provenance.has_native_16bit`), so 16-bit matmuls of either kind are not slow."""
+    return all(provenance.has_native_16bit(dtype) for dtype in ("fp16", "bf16"))
 
 
 def set_matmul16(mode: str) -> str:
