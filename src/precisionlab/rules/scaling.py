@@ -1,0 +1,120 @@
+"""The verdict on loss scaling (LS-1), from chapter 03's tables.
+
+LS-1 says two things: the seed articles never mention loss scaling, and without it fp16
+gradients underflow. The first is a reading of the articles; the second is measured. The rule
+judges the underflow: on each trained task, the share of nonzero activation-gradient entries
+(what the fp16 backward pass holds) that flush to zero without scaling, and how much a loss
+scale that never overflowed brings back, paired by seed. What training without a scaler ends at
+(test accuracy against the dynamic scaler, paired by seed) is the consequence, stated in the
+reason whichever way it goes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from precisionlab import stats
+from precisionlab.claims import Finding, sig2
+
+# A task "underflows" when at least this share of the nonzero activation-gradient entries flush
+# without scaling (mean over seeds): one entry in a hundred is a property of the gradient, not a
+# stray value; fewer is reported but does not count as the claimed underflow.
+FLUSH_MIN = 0.01
+# ... and a loss scale cuts that share at least this many times (geometric mean over seeds,
+# beyond noise): at least half of what flushes must be underflow that scaling recovers, not
+# forward-pass rounding (a ReLU gate flipped by fp16), which no scale undoes.
+CUT_MIN = 2.0
+# Final test accuracy counts as unchanged by the scaler within +-1 percentage point: the size of
+# difference a reader would act on for these small classifiers.
+ACC_MARGIN = 0.01
+# A paired interval needs at least two seeds; with fewer the rule cannot judge noise.
+MIN_SEEDS = 2
+NONE, DYNAMIC = "16-mixed, no scaling", "16-mixed, dynamic"
+
+
+def _underflow(under: pd.DataFrame, task: str) -> dict:
+    """One task's underflow facts: worst checkpoint without scaling, best clean scale, the
+    share flushed there per seed, and the paired log-cut of that share by the scale."""
+    t = under[under.task == task]
+    none = t[t.log2_scale == 0]
+    step = none.groupby("step").act_flushed.mean().idxmax()
+    over = t.groupby("log2_scale").overflow.any()
+    clean = [k for k, o in over.items() if k > 0 and not o]
+    at = none[none.step == step].set_index("seed")
+    facts = {"step": int(step), "share": stats.interval(at.act_flushed),
+             "weight": float(at.weight_flushed.mean()), "best": None, "cut": None}
+    if clean:
+        best = max(clean)
+        scaled = t[(t.step == step) & (t.log2_scale == best)].set_index("seed").loc[at.index]
+        floor = 0.5 / at.act_nonzero_fp32  # half an entry: a zero count stays finite on a log
+        cut = np.log(np.maximum(at.act_flushed, floor) / np.maximum(scaled.act_flushed, floor))
+        facts.update(best=best, cut=stats.interval(cut), scaled=float(scaled.act_flushed.mean()))
+    return facts
+
+
+def _outcome(f: dict) -> str:
+    """'underflows', 'none' or 'inconclusive' for one task's facts."""
+    share, cut = f["share"], f["cut"]
+    cut_ok = cut is not None and cut.low > 0 and cut.mean >= math.log(CUT_MIN)
+    if share.mean >= FLUSH_MIN and cut_ok:
+        return "underflows"
+    if share.high < FLUSH_MIN or (cut is not None and cut.high < math.log(CUT_MIN)):
+        return "none"
+    return "inconclusive"
+
+
+def _factor(iv: stats.Interval) -> str:
+    return f"{sig2(math.exp(iv.mean))}x [{sig2(math.exp(iv.low))}x, {sig2(math.exp(iv.high))}x]"
+
+
+def _describe(task: str, f: dict, outcome: str) -> str:
+    text = (f"{task}: {sig2(100 * f['share'].mean)} % of nonzero activation-gradient entries flush "
+            f"without scaling at its worst checkpoint (step {f['step']}; weight gradients "
+            f"{sig2(100 * f['weight'])} %)")
+    if f["cut"] is None:
+        text += ", and every scale tried overflowed"
+    elif not math.isnan(f["cut"].low):
+        text += (f", 2^{f['best']:g} cuts that {_factor(f['cut'])} to {sig2(100 * f['scaled'])} %")
+    else:
+        text += f", 2^{f['best']:g} leaves {sig2(100 * f['scaled'])} %"
+    return f"{text} (n={f['share'].n}, {outcome})"
+
+
+def ls1(under: pd.DataFrame, runs: pd.DataFrame, evidence: str = "fig-flushed") -> Finding:
+    """LS-1 from `under` (`amp.underflow` rows with task, seed, step, log2_scale, act_flushed,
+    act_nonzero_fp32, weight_flushed, overflow) and `runs` (task, seed, config, test_accuracy).
+
+    supported: every task underflows (>= FLUSH_MIN flush without scaling and a clean scale cuts
+    that >= CUT_MIN times, beyond noise); refuted: on no task (share below FLUSH_MIN or cut below
+    CUT_MIN, whole interval); nuanced: it depends on the task or stays within noise;
+    not testable here: fewer than MIN_SEEDS seeds."""
+    tasks = list(dict.fromkeys(under.task))
+    if not tasks:
+        raise ValueError("under: no rows")
+    n_seeds = under.groupby("task").seed.nunique().min()
+    if n_seeds < MIN_SEEDS:
+        return Finding("LS-1", "not testable here", f"underflow was measured on {n_seeds} seed(s); "
+                       f"a paired interval needs at least {MIN_SEEDS}", evidence)
+    facts = {t: _underflow(under, t) for t in tasks}
+    outcomes = {t: _outcome(f) for t, f in facts.items()}
+    parts = [_describe(t, facts[t], outcomes[t]) for t in tasks]
+    consequence = []
+    for t in tasks:
+        r = runs[(runs.task == t) & runs.config.isin([NONE, DYNAMIC])]
+        c = stats.compare(r, "test_accuracy", "config", NONE, DYNAMIC, ACC_MARGIN)
+        word = {"equivalent": f"equivalent within +-{sig2(100 * ACC_MARGIN)} pp",
+                "inconclusive": "inconclusive"}.get(c.outcome, f"{c.outcome}, beyond noise")
+        consequence.append(f"{t} {c.interval.text(100, ' pp')}, {word}")
+    found = set(outcomes.values())
+    if found == {"underflows"}:
+        verdict, lead = "supported", "fp16 gradients underflow without scaling on every task"
+    elif found == {"none"}:
+        verdict, lead = "refuted", "no task loses a real share of its fp16 gradients to underflow"
+    else:
+        verdict, lead = "nuanced", "underflow depends on the task or stays within seed noise"
+    reason = (f"{lead}: {'; '.join(parts)}; what it costs: final test accuracy without scaling "
+              f"minus with the dynamic scaler {', '.join(consequence)}")
+    return Finding("LS-1", verdict, reason, evidence)

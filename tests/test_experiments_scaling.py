@@ -1,0 +1,64 @@
+"""Chapter 03's experiments at toy sizes: the tables they return and what reads them."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import pytest
+
+from precisionlab.experiments import scaling
+
+matplotlib.use("Agg")
+MODEL = dict(mlp_hidden=[8], tf_context=8, tf_d_model=8, tf_layers=1)
+
+
+@pytest.fixture(scope="module")
+def measured():
+    runs, traces = scaling.sweep("transformer", [0, 1], [8], steps=3, batch=4, lr=1e-3,
+                                 growth_interval=2, **MODEL)
+    under = scaling.underflow("transformer", [0, 1], [8], steps=2, checkpoints=[0.0, 1.0],
+                              batch=4, lr=1e-3, **MODEL)
+    return runs, traces, under
+
+
+def test_configs_and_labels():
+    names = [scaling.label(p, s) for p, s in scaling.configs([8, 16])]
+    assert names == ["32-true", "bf16-mixed", scaling.NONE, "16-mixed, 2^8", "16-mixed, 2^16",
+                     scaling.DYNAMIC]
+
+
+def test_sweep_is_tidy_one_row_per_run(measured):
+    runs, traces, _ = measured
+    assert len(runs) == 2 * len(scaling.configs([8]))
+    assert set(runs.seed) == {0, 1} and set(runs.task) == {"transformer"}
+    none = runs[runs.config == scaling.NONE].iloc[0]
+    assert none.log2_scale == 0 and none.scaler == "none"
+    assert math.isnan(runs[runs.config == "32-true"].log2_scale.iloc[0])
+    assert (runs.steps == 3).all() and runs.n_eval.iloc[0] > 0
+    assert set(traces.seed) == {0, 1} and len(traces) == 2 * 3
+
+
+def test_seeds_draw_their_own_split():
+    a = scaling.load("transformer", 0, tf_context=8)
+    b = scaling.load("transformer", 1, tf_context=8)
+    assert not (a.x_train[:5] == b.x_train[:5]).all()
+
+
+def test_underflow_rows_per_checkpoint_scale_and_seed(measured):
+    *_, under = measured
+    assert len(under) == 2 * 2 * 2  # seeds x checkpoints x scales
+    assert set(under.step) == {0, 2} and set(under.log2_scale) == {0.0, 8.0}
+
+
+def test_tables_facts_and_figures_read_the_measurements(measured, tmp_path):
+    runs, traces, under = measured
+    table = scaling.loss_table(runs, [8])
+    assert list(table.index.get_level_values("config"))[0] == "32-true"
+    assert len(scaling.underflow_table(under, 2)) == 2
+    facts = scaling.facts(runs, under, traces, [8], {"mlp": 3, "transformer": 3}, 2)
+    assert facts["mlp_act_none"] == "(not run)" and facts["transformer_best"].startswith("2^")
+    for fig in (scaling.plot_final_loss(runs, [8]), scaling.plot_underflow(under, [8]),
+                scaling.plot_dynamic(traces)):
+        assert fig.axes
+    assert scaling.histogram_facts(tmp_path / "missing.csv")["ch01_flush"] == "(see chapter 1)"
