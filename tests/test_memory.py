@@ -213,3 +213,12 @@ def test_step_memory_counts_weights_grads_adam_state_and_activations():
     # a quarter of the batch per micro-batch; nll_loss's 4-byte scalar is per micro-batch
     assert 4 * (split["activation_bytes"] - 4) == fp32["activation_bytes"] - 4
     assert all(p.grad is None for p in model.parameters())  # the caller's model is untouched
+
+
+def test_byte_counters_count_elements_and_the_saved_file():
+    layer = nn.Linear(256, 128)
+    assert memory.tensor_bytes(layer.parameters()) == (256 * 128 + 128) * 4
+    fp32, bf16 = memory.file_bytes(layer), memory.file_bytes(copy.deepcopy(layer).bfloat16())
+    assert fp32 > (256 * 128 + 128) * 4  # the tensors plus the file format's overhead
+    assert fp32 - (256 * 128 + 128) * 4 < 2000
+    assert bf16 - (256 * 128 + 128) * 2 < 2000

@@ -8,6 +8,8 @@ Three measurements of cost, each exact or taken from the device's own counters:
 - `peak_cuda_bytes`: the peak of ``torch.cuda.max_memory_allocated`` during a call, on a GPU.
 - `step_memory`: weights, gradients, optimizer state and saved activations of one Trainer
   step, by kind (with the CUDA peak on a GPU).
+- `tensor_bytes` / `file_bytes`: the book's byte counters, the elements of tensors and the file
+  `torch.save(model.state_dict())` writes (what a model costs on disk, any format or packing).
 - `matmul_flops`: the matrix-multiply FLOPs of a call (forward and backward), counted by
   ``torch.utils.flop_counter.FlopCounterMode``; a count, not a timing, so it is deterministic.
 
@@ -20,6 +22,7 @@ and `relative_error` / `flushed_share` to compare them.
 from __future__ import annotations
 
 import copy
+import io
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -33,13 +36,16 @@ from precisionlab.amp.trainer import Trainer, loss_and_accuracy
 __all__ = [
     "PartsSum",
     "accumulated_gradient",
+    "file_bytes",
     "flushed_share",
     "matmul_flops",
     "peak_cuda_bytes",
     "reference_gradient",
     "relative_error",
     "saved_activation_bytes",
+    "step_memory",
     "sum_exact_parts",
+    "tensor_bytes",
 ]
 
 
@@ -170,6 +176,14 @@ def peak_cuda_bytes(fn: Callable[[], object], device: str = "cuda") -> int:
 def tensor_bytes(tensors: Iterable[torch.Tensor]) -> int:
     """Bytes of the tensors' elements (numel x element size), summed."""
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def file_bytes(model: nn.Module) -> int:
+    """Bytes of `torch.save(model.state_dict())`: what the model costs on disk, whatever its
+    formats (fp32, 16-bit casts, our packed integers, torch.ao's packed int8 weights)."""
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes
 
 
 def step_memory(model: nn.Module, data, precision: str = "32-true", batch_size: int = 64,

@@ -1,0 +1,226 @@
+"""Chapter 7's measurements: the bytes and accuracy of one trained model stored in each format,
+and the inference latency of fp32, bf16 and int8 MLPs of growing width.
+
+    stored = size.stored_formats([0, 1, 2], hidden=[256, 256], steps=1500)
+    latency, sizes = size.latency_grid([512, 4096], depth=3, batches=[1, 64])
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from precisionlab import bench, stats, tasks
+from precisionlab.amp import Trainer, get_policy
+from precisionlab.amp.trainer import evaluate
+from precisionlab.memory import file_bytes
+from precisionlab.models import MLP
+from precisionlab.quant import QuantConfig, QuantSpec, payload_bytes, quantize_, to_int8_backend
+
+IN_FEATURES, N_CLASSES = 784, 10  # the timed MLPs: an MNIST-sized input, 10 classes
+SIM_INT8 = "int8 simulated (ours)"  # our quantized layers: int8 storage, fp32 compute
+TORCHAO_EAGER = "int8 torchao (eager)"
+
+
+def int8_backend_name() -> str:
+    """The int8 kernels `quant.to_int8_backend` picks here ('torch.ao' or 'torchao')."""
+    from precisionlab.quant.backends import torch_ao_available
+
+    return "torch.ao" if torch_ao_available() else "torchao"
+
+
+def stored_variants(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
+    """A trained fp32 model stored six ways, as (format, model, the precision it runs at)."""
+    model = model.cpu().eval()
+
+    def per_channel(bits: int) -> nn.Module:
+        spec = QuantSpec(bits=bits, granularity="per_channel")
+        return quantize_(copy.deepcopy(model), QuantConfig(weight=spec))
+
+    return [("fp32", model, "32-true"),
+            ("bf16", copy.deepcopy(model).to(torch.bfloat16), "bf16-true"),
+            ("fp16", copy.deepcopy(model).to(torch.float16), "16-true"),
+            ("int8", per_channel(8), "32-true"), ("int4", per_channel(4), "32-true"),
+            (f"int8 ({int8_backend_name()} kernels)", to_int8_backend(model), "32-true")]
+
+
+def stored_formats(seeds: Sequence[int], task: str = "mnist1d", hidden: Sequence[int] = (256, 256),
+                   steps: int = 1500, samples: int = 4000, device: str = "cpu") -> pd.DataFrame:
+    """Per seed (its own split and weights, `tasks.make`): train in fp32 with Adam, store each
+    way of `stored_variants`; one row per (seed, format): file_bytes, tensor_bytes, accuracy."""
+    rows = []
+    for seed in seeds:
+        split, model = tasks.make(task, seed, samples=samples, hidden=list(hidden))
+        Trainer(precision="32-true", optimizer="adam", lr=1e-3, steps=steps, batch_size=128,
+                eval_every=None, device=device, seed=seed, progress=False).fit(model, split)
+        cpu_split = split.to("cpu")
+        for name, stored, precision in stored_variants(model):
+            _, accuracy = evaluate(stored, cpu_split, get_policy(precision))
+            rows.append({"seed": seed, "format": name, "file_bytes": file_bytes(stored),
+                         "tensor_bytes": payload_bytes(stored), "accuracy": accuracy})
+    return pd.DataFrame(rows)
+
+
+def accuracy_changes(stored: pd.DataFrame) -> pd.DataFrame:
+    """Per format: bytes over fp32's, and the accuracy change from fp32 in percentage points,
+    paired by seed (`stats.paired`), with its 95 % interval."""
+    size = stored.groupby("format", sort=False).file_bytes.first()
+    rows = []
+    for name in size.index:
+        iv = (stats.paired(stored, "accuracy", "format", name, "fp32") if name != "fp32"
+              else stats.Interval(0.0, 0.0, 0.0, stored.seed.nunique()))
+        rows.append({"format": name, "file_bytes": int(size[name]),
+                     "bytes_vs_fp32": size[name] / size["fp32"], "change_pp": 100 * iv.mean,
+                     "change_low_pp": 100 * iv.low, "change_high_pp": 100 * iv.high,
+                     "n": iv.n, "beyond_noise": iv.beyond_noise})
+    return pd.DataFrame(rows)
+
+
+def timed_mlp(width: int, depth: int, seed: int = 0) -> nn.Module:
+    """A random 784-width-...-10 MLP with `depth` hidden layers (speed ignores weight values)."""
+    torch.manual_seed(seed)
+    return MLP([IN_FEATURES] + [width] * depth + [N_CLASSES]).eval()
+
+
+def candidates(width: int, depth: int, device: str = "cpu",
+               compare_torchao: bool = True) -> dict[str, tuple[nn.Module, torch.dtype]]:
+    """Name -> (model, input dtype) for every format timed at this width. int8 kernels are CPU
+    kernels: on CUDA only fp32 and bf16 are timed."""
+    fp32 = timed_mlp(width, depth)
+    out = {"fp32": (fp32.to(device), torch.float32),
+           "bf16": (copy.deepcopy(fp32).to(device=device, dtype=torch.bfloat16), torch.bfloat16)}
+    if device == "cpu":
+        backend = int8_backend_name()
+        out[f"int8 {backend}"] = (to_int8_backend(fp32), torch.float32)
+        out[SIM_INT8] = (quantize_(copy.deepcopy(fp32), QuantConfig()), torch.float32)
+        if compare_torchao and backend != "torchao":
+            out[TORCHAO_EAGER] = (to_int8_backend(fp32, backend="torchao"), torch.float32)
+    return out
+
+
+def latency_grid(widths: Sequence[int], depth: int, batches: Sequence[int], repeats: int = 7,
+                 warmup: int = 3, device: str = "cpu",
+                 compare_torchao: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Time every candidate at each width and batch (interleaved, warmed up, medians) in
+    `torch.inference_mode`. Returns (latency: width, batch, candidate, median_ms,
+    iqr_over_median, speedup_vs_fp32; sizes: width, format, file_bytes, bytes_vs_fp32)."""
+    lat_rows, size_rows = [], []
+    for width in widths:
+        cands = candidates(width, depth, device, compare_torchao)
+        base = file_bytes(cands["fp32"][0])
+        for name, (m, _) in cands.items():
+            if name != TORCHAO_EAGER:
+                label = "int8 (ours)" if name == SIM_INT8 else name
+                size_rows.append({"width": width, "format": label, "file_bytes": file_bytes(m),
+                                  "bytes_vs_fp32": file_bytes(m) / base})
+        for batch in batches:
+            gen = torch.Generator().manual_seed(batch)
+            x = torch.randn(batch, IN_FEATURES, generator=gen).to(device)
+            inputs = {name: x.to(dt) for name, (_, dt) in cands.items()}
+            with torch.inference_mode():
+                calls = {name: (lambda m=m, xi=inputs[name]: m(xi))
+                         for name, (m, _) in cands.items()}
+                times = bench.interleaved(calls, repeats=repeats, warmup=warmup, device=device)
+            r = bench.ratios(times, "fp32")
+            for name in cands:
+                lat_rows.append({"width": width, "batch": batch, "candidate": name,
+                                 "median_ms": 1e3 * r.median_s[name],
+                                 "iqr_over_median": r.iqr_over_median[name],
+                                 "speedup_vs_fp32": 1 / r.ratio_to_fp32[name]})
+    return pd.DataFrame(lat_rows), pd.DataFrame(size_rows)
+
+
+def check_parameters(seeds: Sequence[int], threads: int, hidden: Sequence[int], train_steps: int,
+                     mnist1d_samples: int, widths: Sequence[int], depth: int,
+                     batches: Sequence[int], repeats: int, warmup: int,
+                     compare_torchao: bool) -> tuple[list[int], list[int]]:
+    """Chapter 7's parameters, checked before any compute (one clear error naming the
+    parameter); returns the widths and batches sorted."""
+    from precisionlab import validate as v
+
+    v.integers("seeds", seeds, 0, 2**32 - 1)
+    if len(seeds) < 3:
+        raise v.ParameterError(f"seeds: accuracy claims need at least 3 seeds; got {seeds!r}")
+    v.integer("threads", threads, 1, 256)
+    v.integers("hidden", hidden, 1, 8192, distinct=False)
+    v.integer("train_steps", train_steps, 1, 1_000_000)
+    v.integer("mnist1d_samples", mnist1d_samples, 100, 1_000_000)
+    v.integers("widths", widths, 8, 16384)
+    v.integer("depth", depth, 1, 64)
+    v.integers("batches", batches, 1, 65536)
+    v.integer("repeats", repeats, 5, 1000)  # bench.interleaved needs >= 5 for a median
+    v.integer("warmup", warmup, 1, 1000)
+    v.one_of("compare_torchao", compare_torchao, [True, False])
+    return sorted(widths), sorted(batches)
+
+
+# --------------------------------------------------------------------------------------------
+# The chapter's glued sentences and printed lines, from the tables above
+# --------------------------------------------------------------------------------------------
+
+def stored_texts(summary: pd.DataFrame, accuracy: pd.DataFrame, backend: str) -> dict[str, str]:
+    """Glue names -> text for the size-and-accuracy section (`summary`: `accuracy_changes`
+    indexed by format; `accuracy`: `stats.summarize` of accuracy by format, same index)."""
+    s, backend_fmt = summary, f"int8 ({backend} kernels)"
+    ch = s.change_pp.drop("fp32")
+    noisy = [f for f in ch.index if s.beyond_noise[f]]
+    return {
+        "kB_fp32": f"{s.file_bytes['fp32'] / 1e3:.0f} kB",
+        "ratio_bf16": f"{s.bytes_vs_fp32['bf16']:.2f}",
+        "ratio_int8": f"{s.bytes_vs_fp32['int8']:.3f}",
+        "ratio_int4": f"{s.bytes_vs_fp32['int4']:.3f}",
+        "ratio_backend": f"{s.bytes_vs_fp32[backend_fmt]:.3f}",
+        "int8_vs_bf16": f"{s.file_bytes['bf16'] / s.file_bytes['int8']:.2f}",
+        "int8_vs_fp32": f"{s.file_bytes['fp32'] / s.file_bytes['int8']:.2f}",
+        "acc_fp32": f"{100 * accuracy['mean']['fp32']:.1f} %",
+        "acc_change_16": f"{ch[['bf16', 'fp16']].abs().max():.2f}",
+        "acc_change_8": f"{ch[['int8', backend_fmt]].abs().max():.2f}",
+        "acc_change_4": f"{ch['int4']:+.2f}",
+        "acc_noise": (f"The change is beyond noise (95 % interval excludes 0) for "
+                      f"{', '.join(noisy)}"
+                      if noisy else "No change is beyond noise: every 95 % interval includes 0"),
+    }
+
+
+def latency_texts(latency: pd.DataFrame, sizes: pd.DataFrame, batches: Sequence[int], int8: str,
+                  int8_timed: bool) -> dict[str, str]:
+    """Glue names -> text for the speed section, at the widest width timed and over all."""
+    big = int(latency.width.max())
+    lat_big = latency[latency.width == big].set_index(["batch", "candidate"]).speedup_vs_fp32
+    bf = latency[latency.candidate == "bf16"].speedup_vs_fp32
+    size_big = sizes[sizes.width == big].set_index("format").bytes_vs_fp32
+    texts = {"big": str(big), "bf16_range": f"{bf.min():.2f} to {bf.max():.2f}",
+             "bf16_speed": " and ".join(f"{lat_big[(b, 'bf16')]:.2f}x at batch {b}"
+                                        for b in batches),
+             "size_big_int8": f"{size_big.get('int8 (ours)', float('nan')):.4f}"}
+    if not int8_timed:
+        return texts | dict.fromkeys(("int8_speed", "sim_speed", "torchao_speed", "int8_range"),
+                                     "not timed on CUDA")
+    ta = latency[latency.candidate == TORCHAO_EAGER].speedup_vs_fp32
+    i8 = latency[latency.candidate == int8].speedup_vs_fp32
+    sim = latency[latency.candidate == SIM_INT8].speedup_vs_fp32
+    return texts | {
+        "int8_speed": " and ".join(f"{lat_big[(b, int8)]:.2f}x at batch {b}" for b in batches),
+        "sim_speed": f"{sim.max():.2f}",
+        "torchao_speed": f"{ta.min():.2f} to {ta.max():.2f}" if len(ta) else "not timed",
+        "int8_range": f"{i8.min():.2f} to {i8.max():.2f}"}
+
+
+def widest_lines(latency: pd.DataFrame, sizes: pd.DataFrame, int8: str, int8_timed: bool,
+                 claimed: float) -> list[str]:
+    """At the widest MLP: int8's file bytes over fp32's, and its speed-up at batch 64 (or the
+    largest batch timed) beside the `claimed` gain."""
+    big = int(latency.width.max())
+    batches = sorted(latency.batch.unique())
+    batch = 64 if 64 in batches else batches[-1]
+    ratio = sizes[sizes.width == big].set_index("format").bytes_vs_fp32.get("int8 (ours)")
+    lines = [f"int8 file bytes / fp32 at width {big}: {ratio:.4f} (one-byte floor 0.25)"]
+    if int8_timed:
+        s = latency.set_index(["width", "batch", "candidate"]).speedup_vs_fp32[(big, batch, int8)]
+        lines.append(f"{int8} speed-up over fp32 at batch {batch}, width {big}: {s:.2f}x "
+                     f"({'at least' if s >= claimed else 'below'} the claim's {claimed:g}x)")
+    return lines
