@@ -134,3 +134,14 @@ def test_batch_larger_than_the_data_fails_before_training():
     with pytest.raises(ValueError, match=r"^batch_size: must be at most the training set size"):
         Trainer(batch_size=5000, progress=False).fit(m, DATA)
     assert all(torch.equal(a, b) for a, b in zip(before, params(m), strict=True))
+
+
+def test_batch_indices_are_the_seeded_stream_every_loop_draws():
+    import itertools
+
+    from precisionlab.amp.trainer import batch_indices
+
+    a = list(itertools.islice(batch_indices(100, 8, seed=5), 3))
+    g = torch.Generator().manual_seed(5)
+    b = [torch.randint(100, (8,), generator=g) for _ in range(3)]
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))

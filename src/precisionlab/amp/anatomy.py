@@ -75,9 +75,9 @@ def _probe_ops() -> dict[str, object]:
 
     w2, w3 = torch.randn(8, 16), torch.randn(8, 4, 3)
     return {
-        "linear": lambda x: F.linear(x, w2.to(x.dtype)),
+        "linear": lambda x: F.linear(x, w2.to(x)),  # weights on the input's device and dtype
         "matmul": lambda x: x @ x.transpose(-1, -2),
-        "conv1d": lambda x: F.conv1d(x.reshape(4, 4, 4), w3.to(x.dtype)),
+        "conv1d": lambda x: F.conv1d(x.reshape(4, 4, 4), w3.to(x)),
         "relu": F.relu,
         "gelu": F.gelu,
         "exp": torch.exp,
@@ -86,7 +86,8 @@ def _probe_ops() -> dict[str, object]:
         "softmax": lambda x: F.softmax(x, -1),
         "log_softmax": lambda x: F.log_softmax(x, -1),
         "layer_norm": lambda x: F.layer_norm(x, x.shape[-1:]),
-        "cross_entropy": lambda x: F.cross_entropy(x, torch.zeros(len(x), dtype=torch.long)),
+        "cross_entropy": lambda x: F.cross_entropy(
+            x, torch.zeros(len(x), dtype=torch.long, device=x.device)),
         "mse_loss": lambda x: F.mse_loss(x, torch.zeros_like(x)),
     }
 

@@ -12,6 +12,7 @@ import contextlib
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pandas as pd
@@ -34,6 +35,16 @@ def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     flat = logits.flatten(0, -2)  # (N, C)
     target = y.flatten()  # (N,)
     return F.cross_entropy(flat, target), (flat.argmax(-1) == target).float().mean()
+
+
+def batch_indices(n: int, batch_size: int, seed: int,
+                  device: str | torch.device = "cpu") -> Iterator[torch.Tensor]:
+    """The batches every loop here draws: `batch_size` indices into `n` examples, with
+    replacement, from a CPU generator seeded with `seed` (the same batches for every precision
+    and device), moved to `device`."""
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        yield torch.randint(n, (batch_size,), generator=generator).to(device)
 
 
 def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
@@ -131,7 +142,7 @@ class Trainer:
         self.model, self.optimizer_ = model, make_optimizer(self.optimizer, params, self.lr)
         self.scaler = scaler = self.make_scaler()
         opt = self.optimizer_
-        generator = torch.Generator().manual_seed(self.seed)  # batches: same for every precision
+        batches = batch_indices(n, self.batch_size, self.seed, device)  # same for every precision
         history, start = [], time.perf_counter()
         steps = range(self.steps)
         if self.progress and os.environ.get("CI", "").lower() not in ("true", "1"):
@@ -140,7 +151,7 @@ class Trainer:
             steps = tqdm(steps, desc=f"train {self.precision}", leave=False)
         for step in steps:
             model.train()
-            idx = torch.randint(n, (self.batch_size,), generator=generator).to(device)
+            idx = next(batches)
             x_all, y_all = data.x_train[idx], data.y_train[idx]
             scale_used = scaler.get_scale()
             before = [p.detach().clone() for p in params] if self.track_stalled else None
@@ -210,10 +221,8 @@ def plain_loop(model: nn.Module, data: Split, steps: int, batch_size: int, lr: f
     dtype = {"32-true": None, "bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}[precision]
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     scaler = torch.amp.GradScaler(device_type, enabled=precision == "16-mixed")
-    generator = torch.Generator().manual_seed(seed)
-    for _ in range(steps):
-        idx = torch.randint(len(data.x_train), (batch_size,), generator=generator)
-        idx = idx.to(data.x_train.device)
+    batches = batch_indices(len(data.x_train), batch_size, seed, data.x_train.device)
+    for _, idx in zip(range(steps), batches, strict=False):  # the Trainer's batches
         with matmul16(dtype or torch.float32, device_type):  # as the Trainer does
             with torch.autocast(device_type, dtype=dtype) if dtype else contextlib.nullcontext():
                 logits = model(data.x_train[idx])
@@ -261,4 +270,5 @@ def _integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "SCALERS", "Trainer", "loss_and_accuracy", "plain_loop"]
+__all__ = ["OPTIMIZERS", "PRECISIONS", "SCALERS", "Trainer", "batch_indices", "evaluate",
+           "loss_and_accuracy", "make_optimizer", "plain_loop"]

@@ -1,0 +1,188 @@
+"""Chapter 02's rules reach every verdict they can return, on small hand-made tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from precisionlab.rules import mixed as R
+
+SEEDS = (0, 1, 2)
+JITTER = (-0.001, 0.0, 0.001)  # per-seed noise, small against every margin
+
+
+def casts(pairs: list[str]) -> pd.DataFrame:
+    ints = {"int64", "int32", "bool"}
+    return pd.DataFrame({"pair": pairs, "to_integer": [p.split("->")[1] in ints and
+                                                       p.split("->")[0] not in ints
+                                                       for p in pairs]})
+
+
+@pytest.mark.parametrize("claim", ["MP-1", "MP-2"])
+def test_mp1_mp2(claim):
+    assert R.mp1_mp2(claim, casts(["fp32->bf16", "bf16->fp32", "bool->fp32"])).verdict == "refuted"
+    assert R.mp1_mp2(claim, casts(["fp32->int32", "int32->fp32"])).verdict == "supported"
+
+
+def tensors(act: str, act_grad: str, stored: str = "fp32") -> pd.Series:
+    return pd.Series({"input": "fp32", "activation": act, "activation gradient": act_grad,
+                      "weight gradient (.grad)": stored, "weight (master copy)": stored,
+                      "optimizer state exp_avg": stored})
+
+
+def test_mp3():
+    assert R.mp3(tensors("bf16", "bf16")).verdict == "nuanced"
+    assert R.mp3(tensors("bf16", "fp32")).verdict == "supported"
+    assert R.mp3(tensors("fp32", "fp32")).verdict == "refuted"
+    assert R.mp3(tensors("bf16", "bf16", stored="bf16")).verdict == "refuted"
+
+
+def updates(amp_ratio: float, norm_ratio: float = 1.0, err: dict | None = None) -> pd.DataFrame:
+    err = err or {"32-true": 1e-7, "bf16-mixed": 1e-2, "16-mixed": 1e-3}
+    u = {"32-true": 6e-8, "bf16-mixed": 4e-3, "16-mixed": 5e-4}
+    rows = []
+    for seed, j in zip(SEEDS, JITTER, strict=True):
+        for step, precision, ratio in [("32-true, lr", "32-true", 1.0),
+                                       ("bf16-mixed, lr", "bf16-mixed", amp_ratio + j),
+                                       ("16-mixed, lr", "16-mixed", amp_ratio + j),
+                                       ("32-true, lr/2", "32-true", 0.5)]:
+            full = step.endswith(", lr")
+            rows.append({"seed": seed, "step": step, "precision": precision, "step_ratio": ratio,
+                         "grad_rel_err_vs_fp64": err[precision] * (1 + j) if full else None,
+                         "grad_norm_ratio_vs_fp64": (norm_ratio + j if precision != "32-true"
+                                                     else 1.0) if full else None,
+                         "unit_roundoff": u[precision]})
+    return pd.DataFrame(rows)
+
+
+def test_mp4():
+    assert R.mp4(updates(1.0)).verdict == "refuted"
+    assert R.mp4(updates(0.5)).verdict == "supported"
+    assert R.mp4(updates(0.75)).verdict == "nuanced"
+
+
+def test_mp5():
+    assert R.mp5(updates(1.0, norm_ratio=1.0)).verdict == "refuted"
+    assert R.mp5(updates(1.0, norm_ratio=0.5)).verdict == "supported"
+    assert R.mp5(updates(1.0, norm_ratio=0.8)).verdict == "nuanced"
+
+
+def test_mp9():
+    assert R.mp9(updates(1.0)).verdict == "refuted"
+    lower = {"32-true": 1e-2, "bf16-mixed": 1e-4, "16-mixed": 1e-4}
+    assert R.mp9(updates(1.0, err=lower)).verdict == "supported"
+    mixed = {"32-true": 1e-3, "bf16-mixed": 1e-2, "16-mixed": 1e-4}
+    assert R.mp9(updates(1.0, err=mixed)).verdict == "nuanced"
+
+
+def final(diffs: dict[str, float], tasks=("digits", "mnist1d"), noise=JITTER) -> pd.DataFrame:
+    rows = []
+    for task in tasks:
+        for seed, j in zip(SEEDS, noise, strict=True):
+            rows.append({"task": task, "seed": seed, "precision": "32-true", "test_metric": 0.9})
+            for p, d in diffs.items():
+                rows.append({"task": task, "seed": seed, "precision": p,
+                             "test_metric": 0.9 + d + j})
+    return pd.DataFrame(rows)
+
+
+def test_mp6():
+    assert R.mp6(final({"16-mixed": 0.0, "bf16-mixed": 0.0})).verdict == "supported"
+    assert R.mp6(final({"16-mixed": 0.0, "bf16-mixed": -0.05})).verdict == "refuted"
+    noisy = final({"16-mixed": 0.0, "bf16-mixed": 0.0}, noise=(-0.03, 0.0, 0.03))
+    assert R.mp6(noisy).verdict == "nuanced"
+
+
+def pairs(diffs: dict[str, float], noise=JITTER) -> pd.DataFrame:
+    rows = []
+    for seed, j in zip(SEEDS, noise, strict=True):
+        rows.append({"variant": "32-true", "seed": seed, "test_metric": 1.0})
+        for v, d in diffs.items():
+            rows.append({"variant": v, "seed": seed, "test_metric": 1.0 + d + j})
+    return pd.DataFrame(rows)
+
+
+def test_mp8():
+    same = {"16-mixed": 0.0, "bf16-mixed": 0.0, "bf16-mixed, g in FP32Island": 0.0}
+    lost = {"16-mixed": -0.2, "bf16-mixed": -0.3, "bf16-mixed, g in FP32Island": 0.0}
+    ok = final({"16-mixed": 0.0, "bf16-mixed": 0.0})
+    assert R.mp8(pairs(same), ok).verdict == "refuted"
+    found = R.mp8(pairs(lost), ok)
+    assert found.verdict == "nuanced" and "restores it" in found.reason
+    assert R.mp8(pairs(lost), final({"16-mixed": -0.05, "bf16-mixed": -0.05})).verdict == \
+        "supported"
+    assert R.mp8(pairs(same, noise=(-0.05, 0.0, 0.05)), ok).verdict == "nuanced"
+
+
+def probe(lowered: set[str]) -> pd.DataFrame:
+    rows = []
+    for low in ("bf16", "fp16"):
+        for op in ("linear", "matmul", "softmax", "cross_entropy"):
+            f32_out = low if op in lowered else "fp32"
+            low_out = "fp32" if op == "cross_entropy" else (low if op != "linear" or
+                                                            op in lowered else low)
+            rows += [{"device": "cpu", "autocast": low, "op": op, "input": "fp32",
+                      "output": f32_out},
+                     {"device": "cpu", "autocast": low, "op": op, "input": low,
+                      "output": low_out}]
+    return pd.DataFrame(rows)
+
+
+def test_mp11():
+    found = R.mp11(probe({"linear", "matmul"}))
+    assert found.verdict == "supported" and "softmax keep the input's dtype" in found.reason
+    assert R.mp11(probe(set())).verdict == "refuted"
+    assert R.mp11(probe({"linear", "matmul", "softmax", "cross_entropy"})).verdict == "refuted"
+
+
+def pure(acc: dict[tuple[str, str], float], diverged: set = frozenset()) -> pd.DataFrame:
+    rows = []
+    for (opt, precision), a in acc.items():
+        for seed, j in zip(SEEDS, JITTER, strict=True):
+            rows.append({"optimizer": opt, "precision": precision, "seed": seed,
+                         "test_metric": a + j * (precision in R.PURE),
+                         "diverged": (opt, precision) in diverged,
+                         "stalled": 0.3 if precision.endswith("true") else 0.0})
+    return pd.DataFrame(rows)
+
+
+def arms(pure_acc: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    base = {(o, p): 0.9 for o in ("sgd", "adam") for p in ("16-mixed", "bf16-mixed")}
+    return {**base, **pure_acc}
+
+
+def test_mp12():
+    good = {(o, p): 0.9 for o in ("sgd", "adam") for p in ("16-true", "bf16-true")}
+    assert R.mp12(pure(arms(good))).verdict == "supported"
+    bad = {k: 0.5 for k in good}
+    assert R.mp12(pure(arms(bad))).verdict == "refuted"
+    some = {**good, ("adam", "16-true"): 0.1}
+    found = R.mp12(pure(arms(some), diverged={("adam", "16-true")}))
+    assert found.verdict == "nuanced"
+    assert "fp16 Adam diverged in 3/3 runs" in found.reason and "0.0055" in found.reason
+
+
+def test_mp13():
+    assert R.mp13("RuntimeError: dtype", True).verdict == "refuted"
+    assert R.mp13(None, True).verdict == "supported"
+    assert R.mp13("RuntimeError: dtype", False).verdict == "nuanced"
+
+
+def layer_runs(stalled_fixed: float, acc_fixed: float = 0.9) -> pd.DataFrame:
+    rows = []
+    for seed, j in zip(SEEDS, JITTER, strict=True):
+        rows.append({"layer": "fixed fp16 layer (16-true)", "seed": seed,
+                     "test_metric": acc_fixed + j, "stalled": stalled_fixed + j})
+        rows.append({"layer": "nn.Linear, 16-mixed", "seed": seed, "test_metric": 0.9,
+                     "stalled": 0.0})
+    return pd.DataFrame(rows)
+
+
+def test_mp14():
+    broken = {"a": "RuntimeError: shapes", "b": "runs, but computes x W: far"}
+    works = {"a": "runs, within 1 of the intended x W^T + b"}
+    found = R.mp14(broken, layer_runs(0.3))
+    assert found.verdict == "refuted" and "30 % of updates unapplied" in found.reason
+    assert R.mp14(works, layer_runs(0.0)).verdict == "supported"
+    assert R.mp14(works, layer_runs(0.3)).verdict == "nuanced"
+    assert R.mp14(works, layer_runs(0.0, acc_fixed=0.5)).verdict == "nuanced"
