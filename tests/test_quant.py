@@ -405,3 +405,67 @@ def test_a_second_swap_leaves_already_swapped_layers_alone() -> None:
     with pytest.raises(ValueError, match="model: has no Linear/Conv1d/Conv2d layer"):
         quantize_(model, QuantConfig())  # nothing left to swap outside the QAT layers
     assert isinstance(model[0], FakeQuantLayer)
+
+
+# --- configurations as strings and dicts (Papermill parameters), integer grids from formats ---
+
+ROUND_TRIP_SPECS = [
+    QuantSpec(),
+    QuantSpec(bits=4, granularity="per_group", group_size=32),
+    QuantSpec(bits=3, symmetric=False, granularity="per_channel", axis=1, observer="mse"),
+    QuantSpec(bits=8, symmetric=False, observer="percentile", percentile=99.9),
+    QuantSpec(bits=2, observer="entropy"),
+]
+
+
+@pytest.mark.parametrize("spec", ROUND_TRIP_SPECS, ids=lambda s: s.describe())
+def test_quant_spec_round_trips_through_string_and_dict(spec):
+    assert QuantSpec.parse(spec.describe()) == spec
+    assert QuantSpec.from_dict(spec.to_dict()) == spec
+    assert all(isinstance(v, int | float | str | bool | None) for v in spec.to_dict().values())
+
+
+@pytest.mark.parametrize("activation", [None, QuantSpec(bits=4, symmetric=False,
+                                                        observer="percentile", percentile=99.99)])
+def test_quant_config_round_trips_through_string_and_dict(activation):
+    from precisionlab.quant import QuantConfig
+
+    config = QuantConfig(weight=QuantSpec(bits=4, granularity="per_group", group_size=16),
+                         activation=activation)
+    assert QuantConfig.parse(config.describe()) == config
+    assert QuantConfig.from_dict(config.to_dict()) == config
+
+
+def test_parse_errors_name_the_problem():
+    from precisionlab.quant import QuantConfig
+
+    with pytest.raises(ValueError, match="text: expected"):
+        QuantSpec.parse("int4 symmetric")
+    with pytest.raises(ValueError, match="bits"):
+        QuantSpec.parse("int9 sym per_tensor minmax")
+    with pytest.raises(ValueError, match="unknown QuantSpec field"):
+        QuantSpec.from_dict({"bitz": 4})
+    with pytest.raises(ValueError, match="text: expected 'W"):
+        QuantConfig.parse("int8 sym per_tensor minmax")
+
+
+def test_grid_comes_from_formats_int_format():
+    from precisionlab.formats import FORMATS, IntFormat
+
+    assert QuantSpec(bits=8).grid == FORMATS["int8"]
+    assert QuantSpec(bits=4).grid == FORMATS["int4"]
+    assert QuantSpec(bits=8, symmetric=False).grid == IntFormat("uint8", 8, signed=False)
+    assert (QuantSpec(bits=8).qmin, QuantSpec(bits=8).qmax) == (-127, 127)  # narrow range
+    assert (QuantSpec(bits=4, symmetric=False).qmin, QuantSpec(bits=4, symmetric=False).qmax) \
+        == (0, 15)
+
+
+def test_affine_imports_no_observer():
+    import ast
+    import inspect
+
+    from precisionlab.quant import affine
+
+    tree = ast.parse(inspect.getsource(affine))
+    names = [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+    assert not any("observers" in (m or "") for m in names)

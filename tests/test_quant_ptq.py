@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 
-import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -20,7 +19,6 @@ from precisionlab.quant import (
     quantize_,
 )
 from precisionlab.quant.ptq import (
-    calibrate_ranges,
     clipped_fraction,
     collect_inputs,
     evaluate,
@@ -28,7 +26,6 @@ from precisionlab.quant.ptq import (
     evaluate_ptq,
     float_zero_fraction,
     quantize_ptq,
-    quantized_integer_ops,
     ranges_for,
     weight_bytes,
 )
@@ -78,7 +75,7 @@ def test_float_calibrated_ranges_equal_library_calibrate_at_int8_weights(trained
     model, data = trained
     act = QuantSpec(symmetric=False, observer="percentile", percentile=99.9)
     config = QuantConfig(weight=QuantSpec(granularity="per_channel"), activation=act)
-    ranges = calibrate_ranges(model, data.x_train[:256], act, batch_size=100)
+    ranges = ranges_for(collect_inputs(model, data.x_train[:256], batch_size=100), act)
     q, fallback = quantize_ptq(model, config, ranges)
     assert fallback == [] and isinstance(model[0], nn.Linear)  # the float model is untouched
     # the library's own calibrate on a quantized copy: its first layer sees the same inputs
@@ -145,12 +142,12 @@ def test_activation_config_needs_ranges_for_every_layer(trained) -> None:
     config = QuantConfig(activation=QuantSpec(symmetric=False))
     with pytest.raises(ValueError, match="ranges: a config with an activation spec needs"):
         quantize_ptq(model, config)
-    ranges = calibrate_ranges(model, data.x_train[:32], config.activation)
+    ranges = ranges_for(collect_inputs(model, data.x_train[:32]), config.activation)
     del ranges["4"]
     with pytest.raises(ValueError, match="ranges: no calibrated range for layer"):
         quantize_ptq(model, config, ranges)
     with pytest.raises(ValueError, match="inputs: calibration needs at least one example"):
-        calibrate_ranges(model, data.x_train[:0], config.activation)
+        collect_inputs(model, data.x_train[:0])
     with pytest.raises(ValueError, match="config: must be a QuantConfig"):
         quantize_ptq(model, QuantSpec())
 
@@ -173,23 +170,11 @@ def test_entropy_calibration_clips_outliers_not_the_bulk_of_relu_outputs() -> No
 def test_low_rank_at_equal_bytes_stays_float32(trained) -> None:
     model, data = trained
     row = evaluate_low_rank(model, data, bits=8)
-    assert row["float32_factors"] is True
+    assert row["float32_factors"] is True and row["factor_bits"] == 32
+    assert row["factor_dtypes"] == row["weight_dtype"] == "torch.float32"
     ranks = [int(r) for r in row["ranks"].split(",")]
     assert len(ranks) == 3 and all(r >= 1 for r in ranks)
     int8 = evaluate_ptq(model, data, QuantConfig(weight=QuantSpec(granularity="per_channel")))
     assert row["weight_bytes"] <= int8["weight_bytes"]  # the rank fits the int8 byte budget
     assert 0.0 <= row["test_accuracy"] <= 1.0
     assert isinstance(model[0], nn.Linear) and not isinstance(model[0], LowRankLinear)
-
-
-def test_quantized_integer_ops_skip_indices_labels_and_masks() -> None:
-    trace = pd.DataFrame({
-        "op": ["aten.mm", "aten.embedding", "aten.nll_loss", "aten.eq", "aten._to_copy",
-               "aten.quantize"],
-        "in_dtypes": ["bf16,bf16", "fp32,int64", "fp32,int64", "int64,int64", "fp32", "fp32"],
-        "out_dtype": ["bf16", "fp32", "fp32", "bool", "uint8", "qint8"],
-    })
-    found = quantized_integer_ops(trace)
-    assert list(found.op) == ["aten._to_copy", "aten.quantize"]
-    assert quantized_integer_ops(trace, index_dtypes=("int64", "bool", "uint8")).op.tolist() \
-        == ["aten.quantize"]

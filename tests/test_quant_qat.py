@@ -17,12 +17,12 @@ from precisionlab.quant import (
     QuantConfig,
     QuantizedLayer,
     QuantSpec,
+    calibrate,
     convert,
     prepare_qat,
 )
 from precisionlab.quant.qat import (
     QATTrainer,
-    calibrate_qat,
     finetune_curve,
     post_training_quantize,
     recovered,
@@ -53,7 +53,7 @@ MODEL = trained()
 def test_calibrated_qat_model_computes_exactly_the_ptq_model(bits: int, observer: str) -> None:
     cfg = config(bits, observer)
     ptq = post_training_quantize(MODEL, cfg, X_CAL, batch_size=128)
-    qat = calibrate_qat(prepare_qat(copy.deepcopy(MODEL), cfg), X_CAL, batch_size=128).eval()
+    qat = calibrate(prepare_qat(copy.deepcopy(MODEL), cfg), X_CAL, batch_size=128).eval()
     with torch.no_grad():
         assert torch.equal(qat(DATA.x_test), ptq(DATA.x_test))
     assert all(bool(m.act_seen) for m in qat.modules() if isinstance(m, FakeQuantLayer))
@@ -75,7 +75,7 @@ def _ranges(model: torch.nn.Module) -> list[tuple[float, float]]:
 def test_momentum_zero_freezes_the_calibrated_ranges_and_the_default_moves_them() -> None:
     ranges = {}
     for momentum in (0.0, None):
-        model = calibrate_qat(prepare_qat(copy.deepcopy(MODEL), config(3)), X_CAL,
+        model = calibrate(prepare_qat(copy.deepcopy(MODEL), config(3)), X_CAL,
                               momentum=momentum)
         start = _ranges(model)
         Trainer(steps=20, batch_size=64, lr=1e-3, seed=1, progress=False,
@@ -89,7 +89,7 @@ def test_momentum_zero_freezes_the_calibrated_ranges_and_the_default_moves_them(
 
 def test_qat_trainer_evaluates_the_converted_integer_model() -> None:
     cfg = config(3)
-    model = calibrate_qat(prepare_qat(copy.deepcopy(MODEL), cfg), X_CAL)
+    model = calibrate(prepare_qat(copy.deepcopy(MODEL), cfg), X_CAL)
     trainer = QATTrainer(steps=30, batch_size=64, lr=1e-3, seed=2, progress=False,
                          eval_every=10)
     history = trainer.fit(model, DATA)
@@ -124,7 +124,7 @@ def test_finetune_curve_starts_at_ptq_and_the_control_is_plain_training() -> Non
     assert ccurve.test_accuracy.iloc[0] == Trainer(progress=False).evaluate(MODEL, DATA)[1]
 
     frozen, _ = finetune_curve(MODEL, DATA, QATTrainer(**kwargs), cfg, X_CAL, momentum=0.0)
-    start = calibrate_qat(prepare_qat(copy.deepcopy(MODEL), cfg), X_CAL)
+    start = calibrate(prepare_qat(copy.deepcopy(MODEL), cfg), X_CAL)
     assert [float(m.input_quant.scale) for m in frozen.modules()
             if isinstance(m, QuantizedLayer)] == [
         float(m.input_quant.scale) for m in convert(start).modules()
@@ -154,15 +154,15 @@ def test_recovered_is_the_share_of_the_lost_accuracy_won_back() -> None:
 def test_bad_arguments_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="calibration: quantizing activations needs"):
         post_training_quantize(MODEL, config(4))
-    with pytest.raises(ValueError, match="model: has no FakeQuantLayer with an activation"):
-        calibrate_qat(prepare_qat(copy.deepcopy(MODEL), config(4, activation=False)), X_CAL)
+    with pytest.raises(ValueError, match="model: nothing to calibrate"):
+        calibrate(prepare_qat(copy.deepcopy(MODEL), config(4, activation=False)), X_CAL)
     prepared = prepare_qat(copy.deepcopy(MODEL), config(4))
     with pytest.raises(ValueError, match="inputs: calibration needs at least one example"):
-        calibrate_qat(prepared, X_CAL[:0])
+        calibrate(prepared, X_CAL[:0])
     with pytest.raises(ValueError, match="batch_size: must be a positive integer"):
-        calibrate_qat(prepared, X_CAL, batch_size=0)
+        calibrate(prepared, X_CAL, batch_size=0)
     with pytest.raises(ValueError, match="momentum: must be None or a number from 0 to 1"):
-        calibrate_qat(prepared, X_CAL, momentum=2)
+        calibrate(prepared, X_CAL, momentum=2)
     assert not any(bool(m.act_seen) for m in prepared.modules()
                    if isinstance(m, FakeQuantLayer))  # the failed calls changed nothing
     with pytest.raises(ValueError, match="trainer: must be a QATTrainer"):

@@ -15,7 +15,7 @@ from precisionlab.quant.affine import (
     pack_int4,
     qparams,
     quantize,
-    quantize_tensor,
+    quantize_with_range,
     ste_fake_quantize,
     unpack_int4,
 )
@@ -30,6 +30,7 @@ from precisionlab.quant.modules import (
     payload_bytes,
     prepare_qat,
     quantize_,
+    quantize_tensor,
     state_dict_bytes,
     zero_fraction,
 )
@@ -40,6 +41,6 @@ __all__ = [
     "QTensor", "QuantConfig", "QuantSpec", "QuantizedLayer", "calibrate", "convert",
     "dequantize", "entropy_threshold", "fake_quantize", "low_rank_", "observe_range",
     "pack_int4", "payload_bytes", "prepare_qat", "qparams", "quantize", "quantize_",
-    "quantize_tensor", "rank_for_bytes", "ste_fake_quantize", "state_dict_bytes",
-    "to_int8_backend", "unpack_int4", "zero_fraction",
+    "quantize_tensor", "quantize_with_range", "rank_for_bytes", "ste_fake_quantize",
+    "state_dict_bytes", "to_int8_backend", "unpack_int4", "zero_fraction",
 ]

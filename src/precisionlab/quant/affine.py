@@ -1,17 +1,23 @@
 """Uniform affine quantization of tensors: q = clamp(round(x / scale) + zero_point, qmin, qmax).
 
 A `QuantSpec` says how (bits, symmetric or not, per tensor / channel / group, which observer);
-`quantize_tensor` turns a float tensor into integers plus their scales, `dequantize` turns them
-back. The arithmetic follows torch's reference kernels (`torch.fake_quantize_per_*_affine`,
-`torch.ao` observers) so the two agree bit for bit where they overlap; tests hold them to it.
+`quantize_with_range` turns a float tensor and its clipping range into integers plus their
+scales (`quant.modules.quantize_tensor` asks an observer for the range first), `dequantize`
+turns them back. The arithmetic follows torch's reference kernels
+(`torch.fake_quantize_per_*_affine`, `torch.ao` observers) so the two agree bit for bit where
+they overlap; tests hold them to it. This module imports no observer: observers give ranges,
+affine turns ranges into integers, the API on top (`quant.modules`) orchestrates both.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import asdict, dataclass, fields
 
 import torch
+
+from precisionlab.formats import IntFormat
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
@@ -63,19 +69,78 @@ class QuantSpec:
                              f"granularity='per_tensor'; got {self.granularity!r}")
 
     @property
+    def grid(self) -> IntFormat:
+        """The integer format that stores the values (`formats.IntFormat`): signed b-bit for a
+        symmetric grid (used in its narrow range, without the most negative value), unsigned
+        b-bit for an asymmetric one."""
+        if self.symmetric:
+            return IntFormat(f"int{self.bits}", self.bits, signed=True)
+        return IntFormat(f"uint{self.bits}", self.bits, signed=False)
+
+    @property
     def qmin(self) -> int:
-        return -(2 ** (self.bits - 1) - 1) if self.symmetric else 0
+        grid = self.grid
+        return -grid.max_value if self.symmetric else grid.min_value
 
     @property
     def qmax(self) -> int:
-        return 2 ** (self.bits - 1) - 1 if self.symmetric else 2**self.bits - 1
+        return self.grid.max_value
 
     def describe(self) -> str:
-        """A short label, e.g. 'int4 sym per_group(32) minmax'."""
-        gran = (f"per_group({self.group_size})" if self.granularity == "per_group"
-                else self.granularity)
+        """A short label, e.g. 'int4 sym per_group(32) minmax'; `QuantSpec.parse` reads it back
+        (an axis other than 0 shows as 'per_channel(axis=1)'; the percentile shows only for the
+        percentile observer, the one that uses it)."""
+        gran = self.granularity
+        if gran == "per_group":
+            gran = f"per_group({self.group_size})"
+        elif gran == "per_channel" and self.axis != 0:
+            gran = f"per_channel(axis={self.axis})"
         obs = f"p{self.percentile:g}" if self.observer == "percentile" else self.observer
         return f"int{self.bits} {'sym' if self.symmetric else 'asym'} {gran} {obs}"
+
+    @classmethod
+    def parse(cls, text: str) -> QuantSpec:
+        """The spec a `describe()` label names, e.g. 'int8 asym per_tensor p99.9': so a spec
+        can travel as a Papermill parameter or a table cell."""
+        m = _SPEC_RE.fullmatch(text.strip()) if isinstance(text, str) else None
+        if m is None:
+            raise ValueError(f"text: expected 'int<bits> sym|asym <granularity> <observer>' as "
+                             f"QuantSpec.describe() writes it (e.g. 'int4 sym per_group(32) "
+                             f"minmax'); got {text!r}")
+        obs = m["obs"]
+        kwargs: dict[str, object] = {"bits": int(m["bits"]), "symmetric": m["sym"] == "sym",
+                                     "granularity": m["gran"]}
+        if m["group"]:
+            kwargs["group_size"] = int(m["group"])
+        if m["axis"]:
+            kwargs["axis"] = int(m["axis"])
+        if obs.startswith("p"):
+            kwargs |= {"observer": "percentile", "percentile": float(obs[1:])}
+        else:
+            kwargs["observer"] = obs
+        return cls(**kwargs)
+
+    def to_dict(self) -> dict[str, object]:
+        """The fields as a flat dict of primitives (for YAML, JSON, Papermill)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> QuantSpec:
+        """Inverse of `to_dict`; missing keys take their defaults, unknown keys are an error."""
+        if not isinstance(values, dict):
+            raise ValueError(f"values: must be a dict of QuantSpec fields; got {values!r}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"values: unknown QuantSpec field(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}")
+        return cls(**values)
+
+
+_SPEC_RE = re.compile(
+    r"int(?P<bits>\d+) (?P<sym>sym|asym) "
+    r"(?P<gran>per_tensor|per_channel|per_group)(?:\((?:axis=(?P<axis>-?\d+)|(?P<group>\d+))\))? "
+    r"(?P<obs>minmax|mse|entropy|p[0-9.]+)")
 
 
 def check_shape(x_shape: torch.Size | tuple[int, ...], spec: QuantSpec, name: str = "x") -> None:
@@ -216,14 +281,10 @@ class QTensor:
         return unrows(r, self.shape, self.spec)
 
 
-def quantize_tensor(x: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None,
-                    hi: torch.Tensor | None = None) -> QTensor:
-    """Quantize `x` by `spec`; the range comes from `spec.observer` unless `lo`/`hi` are given."""
-    from precisionlab.quant.observers import observe_range
-
+def quantize_with_range(x: torch.Tensor, spec: QuantSpec, lo: torch.Tensor,
+                        hi: torch.Tensor) -> QTensor:
+    """Quantize `x` by `spec` over the clipping range [lo, hi] (one value per `rows` row)."""
     r = rows(x.detach(), spec)
-    if lo is None or hi is None:
-        lo, hi = observe_range(r, spec)
     scale, zero_point = qparams(lo.reshape(-1), hi.reshape(-1), spec)
     q = quantize(r, scale.reshape(-1, 1), zero_point.reshape(-1, 1), spec.qmin, spec.qmax)
     if spec.bits <= 4:

@@ -5,7 +5,8 @@
     quantize_(model, QuantConfig(weight=QuantSpec(granularity="per_channel"),
                                  activation=QuantSpec(symmetric=False, observer="entropy")))
     calibrate(model, x_cal)                                              # static activations
-    prepare_qat(model, config); Trainer(...).fit(model, data); convert(model)   # QAT
+    prepare_qat(model, config); calibrate(model, x_cal); Trainer(...).fit(model, data)
+    convert(model)                                                       # QAT
 
 `QuantizedLinear` / `QuantizedConv` store their weights as integers (packed for 4 bits and
 below) and compute in float32 on the dequantized weights: the arithmetic is exactly the
@@ -28,7 +29,7 @@ from precisionlab.quant.affine import (
     QuantSpec,
     check_shape,
     qparams,
-    quantize_tensor,
+    quantize_with_range,
     rows,
     ste_fake_quantize,
     unrows,
@@ -36,6 +37,14 @@ from precisionlab.quant.affine import (
 from precisionlab.quant.observers import Observer, observe_range
 
 SWAPPABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
+
+
+def quantize_tensor(x: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None,
+                    hi: torch.Tensor | None = None) -> QTensor:
+    """Quantize `x` by `spec`; the range comes from `spec.observer` unless `lo`/`hi` are given."""
+    if lo is None or hi is None:
+        lo, hi = observe_range(rows(x.detach(), spec), spec)
+    return quantize_with_range(x, spec, lo, hi)
 
 
 @dataclass(frozen=True)
@@ -58,9 +67,37 @@ class QuantConfig:
                                  f"granularity={self.activation.granularity!r}")
 
     def describe(self) -> str:
-        """e.g. 'W int8 sym per_channel minmax / A int8 asym per_tensor p99.99'."""
+        """e.g. 'W int8 sym per_channel minmax / A int8 asym per_tensor p99.99'; `parse`
+        reads it back."""
         act = "A fp32" if self.activation is None else f"A {self.activation.describe()}"
         return f"W {self.weight.describe()} / {act}"
+
+    @classmethod
+    def parse(cls, text: str) -> QuantConfig:
+        """The config a `describe()` label names: so a configuration can be one Papermill
+        string parameter, e.g. 'W int4 sym per_group(32) minmax / A fp32'."""
+        parts = text.split(" / ") if isinstance(text, str) else []
+        if len(parts) != 2 or not parts[0].startswith("W ") or not parts[1].startswith("A "):
+            raise ValueError(f"text: expected 'W <weight spec> / A <activation spec or fp32>' "
+                             f"as QuantConfig.describe() writes it; got {text!r}")
+        act = parts[1][2:].strip()
+        return cls(weight=QuantSpec.parse(parts[0][2:]),
+                   activation=None if act == "fp32" else QuantSpec.parse(act))
+
+    def to_dict(self) -> dict[str, object]:
+        """{'weight': {...}, 'activation': {...} or None}: primitives only (YAML, JSON)."""
+        return {"weight": self.weight.to_dict(),
+                "activation": None if self.activation is None else self.activation.to_dict()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, object]) -> QuantConfig:
+        """Inverse of `to_dict`; unknown keys are an error."""
+        if not isinstance(values, dict) or set(values) - {"weight", "activation"}:
+            raise ValueError(f"values: must be a dict with keys 'weight' and 'activation'; "
+                             f"got {values!r}")
+        act = values.get("activation")
+        return cls(weight=QuantSpec.from_dict(values.get("weight", {})),
+                   activation=None if act is None else QuantSpec.from_dict(act))
 
 
 def _functional(layer: nn.Module) -> Callable[..., torch.Tensor]:
@@ -271,22 +308,63 @@ def run_calibration(model: nn.Module, inputs: torch.Tensor, batch_size: int = 25
         model.train(was_training)
 
 
-def calibrate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256) -> nn.Module:
-    """Run `inputs` (the calibration set) through `model` so each quantized layer's observer
-    sees its activations, then fix their scales. The calibration-set size is len(inputs)."""
-    layers = [m for m in model.modules() if isinstance(m, _ActivationQuant)]
-    if not layers:
-        raise ValueError("model: nothing to calibrate; quantize_ it with an activation spec")
-    for layer in layers:
-        layer.start()
-    try:
-        run_calibration(model, inputs, batch_size)
-        for layer in layers:
-            layer.freeze()
-    finally:
-        for layer in layers:
-            layer.observer = None
+def calibrate(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
+              momentum: float | None = None) -> nn.Module:
+    """The library's one calibration step: run `inputs` (the calibration set, len(inputs)
+    examples, `batch_size` at a time) through `model` and fix each quantized layer's input
+    range from what its observer saw. Returns `model`, changed in place.
+
+    - a `quantize_`d model: each layer's activation observer watches its input, then freezes;
+    - a `prepare_qat`ed model: each `FakeQuantLayer` observes its input with the weights
+      quantized and the activations not yet quantized, exactly as the `quantize_`d model would,
+      so QAT at step 0 computes what PTQ computes. Training then moves each range by a moving
+      average with the layer's `momentum` (0.01 unless given here); `momentum=0` freezes the
+      calibrated ranges, as torch.ao's `disable_observer` does.
+    """
+    static = [m for m in model.modules() if isinstance(m, _ActivationQuant)]
+    fake = [m for m in model.modules()
+            if isinstance(m, FakeQuantLayer) and m.config.activation is not None]
+    if not static and not fake:
+        raise ValueError("model: nothing to calibrate; quantize_ or prepare_qat it with an "
+                         "activation spec first")
+    if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, int | float)
+                                 or not 0 <= momentum <= 1):
+        raise ValueError(f"momentum: must be None or a number from 0 to 1; got {momentum!r}")
+    if static:
+        for layer in static:
+            layer.start()
+        try:
+            run_calibration(model, inputs, batch_size)
+            for layer in static:
+                layer.freeze()
+        finally:
+            for layer in static:
+                layer.observer = None
+    if fake:
+        _calibrate_fake_quant(model, fake, inputs, batch_size, momentum)
     return model
+
+
+@torch.no_grad()
+def _calibrate_fake_quant(model: nn.Module, layers: list[FakeQuantLayer], inputs: torch.Tensor,
+                          batch_size: int, momentum: float | None) -> None:
+    configs = {layer: layer.config for layer in layers}
+    observers = {layer: Observer(layer.config.activation) for layer in layers}
+    hooks = [layer.register_forward_pre_hook(lambda m, args: observers[m].update(args[0]))
+             for layer in layers]
+    try:
+        for layer in layers:  # weight-only while observing, as a quantize_d model observes
+            layer.config = QuantConfig(weight=layer.config.weight, activation=None)
+        run_calibration(model, inputs, batch_size)
+    finally:
+        for hook in hooks:
+            hook.remove()
+        for layer, config in configs.items():
+            layer.config = config
+    for layer in layers:
+        layer.set_input_range(*observers[layer].range())
+        if momentum is not None:
+            layer.momentum = float(momentum)
 
 
 def prepare_qat(model: nn.Module, config: QuantConfig,

@@ -1,12 +1,15 @@
 """Post-training quantization of a trained float model, measured: apply a `QuantConfig` to a
 copy, fix its activation ranges from a calibration set, and score it on the test split.
 
-    ranges = calibrate_ranges(model, data.x_train[:256], QuantSpec(symmetric=False))
+    collected = collect_inputs(model, data.x_train[:256])   # the float model's layer inputs
+    ranges = ranges_for(collected, QuantSpec(symmetric=False))
     row = evaluate_ptq(model, data, config, ranges)    # test_loss, test_accuracy, bytes, zeros
 
 Activation ranges are calibrated on the *float* model, once per activation spec, and then fixed
 into every quantized copy: the recipe of NVIDIA's pytorch-quantization (its calibration pass runs
 with the quantizers disabled), and much cheaper than recalibrating each weight configuration.
+(A single model is calibrated by `quant.calibrate`, the library's one calibration step; this
+module only caches the float model's layer inputs so a sweep computes each range once.)
 `quantize_ptq` does the swap; a per-group spec whose group size does not
 divide a layer's input width falls back to per-channel for that layer, and says which layers it
 did that to.
@@ -19,7 +22,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 
-import pandas as pd
 import torch
 from torch import nn
 
@@ -37,12 +39,11 @@ from precisionlab.quant.modules import (
 )
 from precisionlab.quant.observers import Observer
 
-__all__ = ["INDEX_DTYPES", "Ranges", "calibrate_ranges", "clipped_fraction", "collect_inputs",
+__all__ = ["Ranges", "clipped_fraction", "collect_inputs",
            "evaluate", "evaluate_low_rank", "evaluate_ptq", "float_zero_fraction", "quantize_ptq",
-           "quantized_integer_ops", "ranges_for", "weight_bytes"]
+           "ranges_for", "weight_bytes"]
 
 Ranges = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer name -> (lo, hi), each shape [1]
-INDEX_DTYPES = ("int64", "bool")  # integer dtypes of labels, token ids, indices and masks
 
 
 def evaluate(model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
@@ -107,13 +108,6 @@ def ranges_for(collected: Mapping[str, list[torch.Tensor]], spec: QuantSpec) -> 
     return out
 
 
-def calibrate_ranges(model: nn.Module, inputs: torch.Tensor, spec: QuantSpec,
-                     batch_size: int = 256) -> Ranges:
-    """Input ranges of every Linear/Conv of the float `model` for the activation `spec`,
-    calibrated on `inputs` (the calibration set; its size is len(inputs))."""
-    return ranges_for(collect_inputs(model, inputs, batch_size), spec)
-
-
 def clipped_fraction(collected: Mapping[str, list[torch.Tensor]], ranges: Ranges) -> float:
     """Share of the calibration activations that fall outside their layer's range, averaged
     over the layers (each distinct input once): how much a calibrator clips."""
@@ -138,14 +132,14 @@ def quantize_ptq(model: nn.Module, config: QuantConfig, ranges: Ranges | None = 
                  ) -> tuple[nn.Module, list[str]]:
     """A quantized copy of `model` and the names of layers that fell back to per-channel.
 
-    With an activation spec, `ranges` (from `calibrate_ranges` with that spec) must cover every
+    With an activation spec, `ranges` (from `ranges_for` with that spec) must cover every
     quantized layer; they are fixed into the copy, which is then ready to use.
     """
     if not isinstance(config, QuantConfig):
         raise ValueError(f"config: must be a QuantConfig; got {config!r}")
     if config.activation is not None and ranges is None:
         raise ValueError("ranges: a config with an activation spec needs calibrated ranges "
-                         "(calibrate_ranges(model, inputs, config.activation))")
+                         "(ranges_for(collect_inputs(model, inputs), config.activation))")
     names = [name for name, _ in _targets(model)]
     if ranges is not None and config.activation is not None:
         missing = [name for name in names if name not in ranges]
@@ -209,25 +203,17 @@ def evaluate_ptq(model: nn.Module, data: Split, config: QuantConfig,
 
 def evaluate_low_rank(model: nn.Module, data: Split, bits: int) -> dict[str, object]:
     """Factorize every Linear of a copy of `model` at the bytes of a `bits`-bit weight (see
-    `low_rank_`) and score it: test_loss, test_accuracy, weight_bytes, the ranks, and whether
-    every factor is still float32 (a low-rank model is smaller, not lower in precision)."""
+    `low_rank_`) and score it: test_loss, test_accuracy, weight_bytes, the ranks, and the number
+    formats really stored: weight_dtype (the float model's Linear weights), factor_dtypes (the
+    factors), factor_bits (the widest factor's bits per value) and float32_factors."""
+    weight_dtypes = {str(m.weight.dtype) for m in model.modules() if isinstance(m, nn.Linear)}
     q = low_rank_(copy.deepcopy(model), bits)
     loss, acc = evaluate(q, data)
     factors = [m for m in q.modules() if isinstance(m, LowRankLinear)]
+    stored = {p.dtype for m in factors for p in m.parameters()}
     return {"test_loss": loss, "test_accuracy": acc, "weight_bytes": weight_bytes(q),
             "ranks": ",".join(str(m.rank) for m in factors),
-            "float32_factors": all(p.dtype == torch.float32 for m in factors
-                                   for p in m.parameters())}
-
-
-def quantized_integer_ops(trace: pd.DataFrame, index_dtypes: tuple[str, ...] = INDEX_DTYPES
-                          ) -> pd.DataFrame:
-    """The rows of a `trace_dtypes` log whose inputs or output include an integer dtype other
-    than `index_dtypes` (labels, token ids, indices, masks): int8/uint8/int32/... arithmetic,
-    the mark of a quantized kernel."""
-    def other_int(dtypes: str) -> bool:
-        return any(d and d not in index_dtypes and (d.startswith(("int", "uint", "qint", "quint")))
-                   for d in dtypes.split(","))
-
-    mask = trace.in_dtypes.map(other_int) | trace.out_dtype.map(other_int)
-    return trace[mask]
+            "weight_dtype": ",".join(sorted(weight_dtypes)),
+            "factor_dtypes": ",".join(sorted(str(d) for d in stored)),
+            "factor_bits": max(torch.empty(0, dtype=d).element_size() * 8 for d in stored),
+            "float32_factors": stored == {torch.float32}}

@@ -3,12 +3,12 @@
 The recipe, measured step by step:
 
     ptq = post_training_quantize(model, config, x_cal)         # PTQ: quantize_ + calibrate
-    qat = calibrate_qat(prepare_qat(copy.deepcopy(model), config), x_cal)   # starts as ptq
+    qat = calibrate(prepare_qat(copy.deepcopy(model), config), x_cal)   # starts as ptq
     QATTrainer(steps=n, eval_every=k).fit(qat, data)            # fine-tune through the rounding
     convert(qat)                                                # integers, same outputs
 
-`calibrate_qat` gives a fake-quant model the very input ranges that `calibrate` gives the PTQ
-model, so QAT at step 0 computes exactly what PTQ computes and every later gain is QAT's own.
+`calibrate` gives a fake-quant model the very input ranges it gives the PTQ model, so QAT at
+step 0 computes exactly what PTQ computes and every later gain is QAT's own.
 `QATTrainer` is the project's `Trainer` whose test evaluations run the *converted* integer
 model (and check it against the fake-quant model). `finetune_curve` runs either QAT or the
 control - the float model fine-tuned for the same steps - and returns accuracy per step.
@@ -33,9 +33,7 @@ from precisionlab.quant.modules import (
     convert,
     prepare_qat,
     quantize_,
-    run_calibration,
 )
-from precisionlab.quant.observers import Observer
 
 
 def post_training_quantize(model: nn.Module, config: QuantConfig,
@@ -50,48 +48,6 @@ def post_training_quantize(model: nn.Module, config: QuantConfig,
     if config.activation is not None:
         calibrate(quantized, calibration, batch_size=batch_size)
     return quantized.eval()
-
-
-@torch.no_grad()
-def calibrate_qat(model: nn.Module, inputs: torch.Tensor, batch_size: int = 256,
-                  momentum: float | None = None) -> nn.Module:
-    """Set each `FakeQuantLayer`'s input range (in place) to the range `calibrate` would give
-    the same layer of a `quantize_`d model, so that QAT starts from exactly the PTQ model.
-
-    As `calibrate` does, every layer observes its input with the weights quantized and the
-    activations not yet quantized, over `inputs` in batches of `batch_size`, with the observer
-    of the layer's activation spec. Layers without an activation spec are left alone.
-
-    Training then moves each range by a moving average of batch min/max with the layer's
-    `momentum` (0.01 unless `momentum` is given here); `momentum=0` freezes the calibrated
-    ranges, as torch.ao's `disable_observer` does, and only the weights learn.
-    """
-    layers = [m for m in model.modules()
-              if isinstance(m, FakeQuantLayer) and m.config.activation is not None]
-    if not layers:
-        raise ValueError("model: has no FakeQuantLayer with an activation spec; call "
-                         "prepare_qat with a config that quantizes activations first")
-    if momentum is not None and (isinstance(momentum, bool) or not isinstance(momentum, int | float)
-                                 or not 0 <= momentum <= 1):
-        raise ValueError(f"momentum: must be None or a number from 0 to 1; got {momentum!r}")
-    configs = {layer: layer.config for layer in layers}
-    observers = {layer: Observer(layer.config.activation) for layer in layers}
-    hooks = [layer.register_forward_pre_hook(lambda m, args: observers[m].update(args[0]))
-             for layer in layers]
-    try:
-        for layer in layers:  # weight-only while observing, as `calibrate` observes
-            layer.config = QuantConfig(weight=layer.config.weight, activation=None)
-        run_calibration(model, inputs, batch_size)
-    finally:
-        for hook in hooks:
-            hook.remove()
-        for layer, config in configs.items():
-            layer.config = config
-    for layer in layers:
-        layer.set_input_range(*observers[layer].range())
-        if momentum is not None:
-            layer.momentum = float(momentum)
-    return model
 
 
 @dataclass
@@ -122,7 +78,7 @@ def finetune_curve(model: nn.Module, data: Split, trainer: QATTrainer,
                    momentum: float | None = None) -> tuple[nn.Module, pd.DataFrame]:
     """Fine-tune a copy of the trained float `model` and return (the result, its curve).
 
-    With a `config`: QAT. The copy is `prepare_qat`ed, `calibrate_qat`ed on `calibration`
+    With a `config`: QAT. The copy is `prepare_qat`ed, `calibrate`d on `calibration`
     (when activations are quantized; `momentum` as there: 0 freezes the calibrated input
     ranges, None keeps the layers' moving average), trained by `trainer`, and returned
     `convert`ed; the curve's step 0 is the PTQ model. Without one: the control, the float
@@ -139,8 +95,8 @@ def finetune_curve(model: nn.Module, data: Split, trainer: QATTrainer,
             if calibration is None:
                 raise ValueError("calibration: QAT with quantized activations needs "
                                  "calibration inputs; got None")
-            calibrate_qat(tuned, calibration.to(next(tuned.parameters()).device),
-                          momentum=momentum)
+            calibrate(tuned, calibration.to(next(tuned.parameters()).device),
+                      momentum=momentum)
     loss0, acc0 = trainer.evaluate(tuned.to(data.x_test.device), data)
     history = trainer.fit(tuned, data)
     evaluated = history.dropna(subset=["test_metric"])
@@ -165,5 +121,5 @@ def recovered(qat: float, ptq: float, reference: float) -> float:
     return (qat - ptq) / gap
 
 
-__all__ = ["QATTrainer", "calibrate_qat", "finetune_curve", "post_training_quantize",
+__all__ = ["QATTrainer", "finetune_curve", "post_training_quantize",
            "recovered"]
