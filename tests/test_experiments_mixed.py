@@ -117,12 +117,3 @@ def test_check_parameters_names_the_bad_parameter():
         X.check_parameters({**good, "stall_lr": -1})
     with pytest.raises(ParameterError, match="precisions: must include '16-mixed'"):
         X.check_parameters({**good, "precisions": ["32-true", "bf16-mixed"]})
-
-
-def test_overhead_facts_say_whether_the_target_was_met():
-    t = pd.DataFrame({"candidate": ["plain loop", "Trainer"] * 2,
-                      "precision": ["32-true"] * 2 + ["bf16-mixed"] * 2,
-                      "ratio_to_plain loop": [1.0, 1.033, 1.0, 1.01]})
-    facts = X.overhead_facts(t, target=1.03)
-    assert facts["overhead_32_met"] == "missed" and facts["overhead_bf16_met"] == "met"
-    assert facts["overhead_32"] == "1.033" and facts["overhead_target"] == "1.03"

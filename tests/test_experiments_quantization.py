@@ -101,8 +101,3 @@ def test_parameter_checks_name_the_parameter(check, params, bad, message):
     with pytest.raises(ValueError, match=message):
         check(params | bad)
 
-
-def test_costly_widths_follow_the_q3_rule():
-    rows = [{"seed": s, "scheme": "weight+activation", "bits": b, "fp32_accuracy": 0.8,
-             "test_accuracy": 0.8 - d + 0.001 * s} for s in range(3) for b, d in ((8, 0), (4, 0.2))]
-    assert xq.costly_widths(pd.DataFrame(rows)) == [4]

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
 import pytest
 
 from precisionlab.experiments import scaling
 
-matplotlib.use("Agg")
 MODEL = dict(mlp_hidden=[8], tf_context=8, tf_d_model=8, tf_layers=1)
 
 
@@ -50,15 +48,3 @@ def test_underflow_rows_per_checkpoint_scale_and_seed(measured):
     assert len(under) == 2 * 2 * 2  # seeds x checkpoints x scales
     assert set(under.step) == {0, 2} and set(under.log2_scale) == {0.0, 8.0}
 
-
-def test_tables_facts_and_figures_read_the_measurements(measured, tmp_path):
-    runs, traces, under = measured
-    table = scaling.loss_table(runs, [8])
-    assert list(table.index.get_level_values("config"))[0] == "32-true"
-    assert len(scaling.underflow_table(under, 2)) == 2
-    facts = scaling.facts(runs, under, traces, [8], {"mlp": 3, "transformer": 3}, 2)
-    assert facts["mlp_act_none"] == "(not run)" and facts["transformer_best"].startswith("2^")
-    for fig in (scaling.plot_final_loss(runs, [8]), scaling.plot_underflow(under, [8]),
-                scaling.plot_dynamic(traces)):
-        assert fig.axes
-    assert scaling.histogram_facts(tmp_path / "missing.csv")["ch01_flush"] == "(see chapter 1)"

@@ -5,7 +5,7 @@ import pytest
 
 from precisionlab.experiments import size
 from precisionlab.experiments import speed as exp
-from precisionlab.experiments import speed_report as rep
+from precisionlab.reports import speed as rep
 from precisionlab.validate import ParameterError
 
 

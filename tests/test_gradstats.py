@@ -59,3 +59,18 @@ def test_bad_batch_size_is_a_clear_error():
     with pytest.raises(ValueError, match=r"^batch_size: must be from 1 to 1347"):
         gradstats.activation_gradients(MLP([64, 10]), digits(0), steps=1, batch_size=5000,
                                        lr=1e-3, seed=0, record_every=1)
+
+
+def test_the_run_is_the_trainers_32_true_run():
+    from precisionlab.amp import Trainer
+
+    data = digits(0)
+    torch.manual_seed(0)
+    ours, theirs = MLP([64, 32, 10]), MLP([64, 32, 10])
+    theirs.load_state_dict(ours.state_dict())
+    gradstats.activation_gradients(ours, data, steps=12, batch_size=16, lr=1e-2, seed=3,
+                                   record_every=5)
+    Trainer(lr=1e-2, steps=12, batch_size=16, seed=3, eval_every=None, device="cpu",
+            progress=False).fit(theirs, data)
+    for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert torch.equal(a, b)  # the same batches and the same Adam updates

@@ -83,3 +83,20 @@ def test_hardware_line_names_model_threads_capability_and_libraries(monkeypatch)
         assert part in line
     monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")
     assert "forced by ATEN_CPU_CAPABILITY=default" in provenance.hardware_line("cpu", threads=3)
+
+
+def test_parse_cpuinfo_reads_the_first_processor_block_only():
+    text = ("processor\t: 0\nmodel name\t: Model A\ncpu cores\t: 4\nflags\t\t: fpu avx2 avx512f\n"
+            "\nprocessor\t: 1\nmodel name\t: Model B\nflags\t\t: fpu\n")
+    fields, flags = provenance.parse_cpuinfo(text)
+    assert fields["model name"] == "Model A" and fields["cpu cores"] == "4"
+    assert flags == {"fpu", "avx2", "avx512f"}
+    assert provenance.parse_cpuinfo("") == ({}, frozenset())
+    assert provenance.parse_cpuinfo("\n\nflags : sse\n") == ({"flags": "sse"}, {"sse"})
+
+
+def test_cpu_info_is_the_one_description_of_this_cpu():
+    info = provenance.cpu_info()
+    assert info["isa"] == {flag: flag in info["flags"] for flag in provenance.ISA_FLAGS}
+    if info["fields"]:  # a Linux /proc/cpuinfo
+        assert info["cpu_model"] == info["fields"].get("model name", info["cpu_model"])

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from precisionlab.memory import file_bytes
 from precisionlab.models import MLP, CNN1d
 from precisionlab.quant import (
     FakeQuantLayer,
@@ -30,7 +31,6 @@ from precisionlab.quant import (
     quantize_,
     quantize_tensor,
     rank_for_bytes,
-    state_dict_bytes,
     ste_fake_quantize,
     to_int8_backend,
     unpack_int4,
@@ -313,6 +313,18 @@ def test_qat_trains_through_the_rounding_and_converts_to_the_same_outputs() -> N
         assert torch.equal(model(x), fake)
 
 
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+def test_payload_bytes_count_per_channel_params_and_nested_tensors() -> None:
+    q = torch.quantize_per_channel(torch.randn(4, 3), torch.ones(4, dtype=torch.float64),
+                                   torch.zeros(4, dtype=torch.int64), 0, torch.qint8)
+
+    class Holder(nn.Module):
+        def state_dict(self, *args, **kwargs):  # what torch.ao's packed layers hold
+            return {"packed": (q, torch.ones(2)), "dtype": torch.qint8}
+
+    assert payload_bytes(Holder()) == 12 + 4 * 8 + 4 * 8 + 2 * 4  # ints, scales, zps, bias
+
+
 def test_state_dict_bytes_are_real() -> None:
     torch.manual_seed(0)
     fp32 = MLP([256, 256, 256, 10])
@@ -326,7 +338,7 @@ def test_state_dict_bytes_are_real() -> None:
     assert payload_bytes(int8) == n_weights + biases + scales
     assert payload_bytes(int4) == n_weights // 2 + biases + scales
     # the file adds a few hundred bytes of pickle per tensor on top of the payload
-    assert state_dict_bytes(int8) - payload_bytes(int8) < 2000 + 0.01 * payload_bytes(int8)
+    assert file_bytes(int8) - payload_bytes(int8) < 2000 + 0.01 * payload_bytes(int8)
     assert 0.0 < zero_fraction(int8) < 0.05  # int8 barely creates exact zeros in Gaussian weights
 
 

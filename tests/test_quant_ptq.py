@@ -178,3 +178,10 @@ def test_low_rank_at_equal_bytes_stays_float32(trained) -> None:
     assert row["weight_bytes"] <= int8["weight_bytes"]  # the rank fits the int8 byte budget
     assert 0.0 <= row["test_accuracy"] <= 1.0
     assert isinstance(model[0], nn.Linear) and not isinstance(model[0], LowRankLinear)
+
+
+def test_ptq_scores_with_the_librarys_one_evaluation() -> None:
+    from precisionlab.amp import trainer
+    from precisionlab.quant import ptq
+
+    assert ptq.evaluate is trainer.evaluate  # a re-export, not a second implementation

@@ -22,7 +22,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 import torch
@@ -117,21 +116,6 @@ MACHINE_FLAGS: dict[str, str] = {
 }
 
 
-def _cpuinfo_fields() -> tuple[dict[str, str], set[str]]:
-    """The first processor's `key: value` fields of /proc/cpuinfo and its flag set."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return {}, set()
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        if not line.strip() and fields:
-            break  # end of the first processor's block
-        key, _, value = line.partition(":")
-        fields.setdefault(key.strip(), value.strip())
-    return fields, set(fields.get("flags", "").split())
-
-
 def instruction_for(fmt: str, flags: set[str] | dict[str, bool]) -> tuple[str, int] | None:
     """The widest instruction this CPU has for a matmul in `fmt` (fp32, bf16, fp16, int8) and
     its arithmetic operations per instruction; None when it has no such instruction (the format
@@ -154,8 +138,8 @@ def describe_machine(device: str = "cpu", threads: int | None = None) -> pd.Data
     the MKL and oneDNN versions it was built with, the quantized engine, the fp32 matmul
     precision setting); on CUDA also the GPU's name, compute capability, memory and TF32 setting.
     """
-    fields, flags = _cpuinfo_fields()
     info = provenance.cpu_info()
+    fields, flags = info["fields"], info["flags"]
     versions = provenance.parse_library_versions(torch.__config__.show())
     rows = [
         ("CPU model", str(info["cpu_model"]), "which core design runs the kernels"),

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from precisionlab.amp.trainer import Trainer
 from precisionlab.data import Split
 from precisionlab.formats import classify
 
@@ -30,40 +31,38 @@ class GradientSample:
 
 def activation_gradients(model: nn.Module, data: Split, steps: int, batch_size: int,
                          lr: float, seed: int, record_every: int) -> GradientSample:
-    """Train `model` in fp32 with Adam on `data` and record dL/d(output) of every Linear layer
-    every `record_every` steps (the loss is the batch mean, as in ordinary training)."""
+    """Train `model` in fp32 with Adam on `data` (the library's `Trainer` at 32-true: its
+    batches and updates) and record dL/d(output) of every Linear layer every `record_every`
+    steps and at the last (the loss is the batch mean, as in ordinary training)."""
     if not 1 <= batch_size <= len(data.x_train):
         raise ValueError(f"batch_size: must be from 1 to {len(data.x_train)} (the training set); "
                          f"got {batch_size}")
     if steps < 1 or record_every < 1:
         raise ValueError(f"steps and record_every: must be >= 1; got {steps}, {record_every}")
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    captured: list[torch.Tensor] = []
-    recording = False
+    recorded = [s for s in range(steps) if s % record_every == 0 or s == steps - 1]
+    wanted, captured = set(recorded), []
+    step = -1  # the Trainer runs one forward pass per step (no accumulation, no evaluation)
+
+    def count_step(_module: nn.Module, _inputs: tuple) -> None:
+        nonlocal step
+        step += 1
 
     def keep_output_grad(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        if recording:
+        if step in wanted:
             output.register_hook(lambda grad: captured.append(grad.detach().flatten().clone()))
 
-    handles = [m.register_forward_hook(keep_output_grad)
-               for m in model.modules() if isinstance(m, nn.Linear)]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    loss_fn = nn.CrossEntropyLoss()
-    recorded = []
+    handles = [model.register_forward_pre_hook(count_step)]
+    handles += [m.register_forward_hook(keep_output_grad)
+                for m in model.modules() if isinstance(m, nn.Linear)]
     try:
-        for step in range(steps):
-            recording = step % record_every == 0 or step == steps - 1
-            idx = torch.randint(len(data.x_train), (batch_size,), generator=generator)
-            loss = loss_fn(model(data.x_train[idx]), data.y_train[idx])
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if recording:
-                recorded.append(step)
+        Trainer(precision="32-true", optimizer="adam", lr=lr, steps=steps,
+                batch_size=batch_size, eval_every=None, device=data.x_train.device.type,
+                seed=seed, progress=False).fit(model, data)
     finally:
         for handle in handles:
             handle.remove()
+    loss_fn = nn.CrossEntropyLoss()
     with torch.no_grad():
         train_loss = loss_fn(model(data.x_train), data.y_train).item()
         accuracy = (model(data.x_test).argmax(1) == data.y_test).float().mean().item()

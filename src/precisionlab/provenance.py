@@ -33,23 +33,34 @@ def find_root(start: Path | None = None) -> Path:
     )
 
 
+def parse_cpuinfo(text: str) -> tuple[dict[str, str], frozenset[str]]:
+    """The first processor's `key: value` fields of /proc/cpuinfo text and its flag set (the
+    library's one /proc/cpuinfo parser; the other processors repeat the same facts)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if fields:
+                break  # end of the first processor's block
+            continue
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    return fields, frozenset(fields.get("flags", "").split())
+
+
 def cpu_info() -> dict[str, object]:
-    """CPU model, core count and the ISA flags above, read from /proc/cpuinfo where it exists."""
-    model, flags = platform.processor() or platform.machine(), set()
+    """This CPU, from /proc/cpuinfo where it exists: cpu_model, cpu_count, isa (the ISA flags
+    above, each True/False), and the raw first-processor `fields` and `flags` (all of them)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         text = ""
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name" and value.strip():
-            model = value.strip()
-        elif key.strip() == "flags":
-            flags = set(value.split())
+    fields, flags = parse_cpuinfo(text)
     return {
-        "cpu_model": model,
+        "cpu_model": fields.get("model name") or platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "isa": {flag: flag in flags for flag in ISA_FLAGS},
+        "fields": fields,
+        "flags": flags,
     }
 
 

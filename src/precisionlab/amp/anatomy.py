@@ -18,7 +18,8 @@ from precisionlab.amp.trainer import loss_and_accuracy, make_optimizer
 
 def step_dtypes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
                 optimizer: str = "adam", lr: float = 1e-3) -> pd.DataFrame:
-    """Run one optimizer step of `model` at `precision` and report each tensor kind's dtypes.
+    """Run one optimizer step of `model` at `precision` and report each tensor kind's dtypes
+    (a one-step probe, not a training loop: training runs through `Trainer`).
 
     Rows: input, each layer's output (activation), the gradient reaching each layer's output
     (activation gradient), each parameter's gradient as stored in `.grad`, the parameters

@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from precisionlab.amp.trainer import loss_and_accuracy
+from precisionlab.amp.trainer import batch_indices, loss_and_accuracy
 from precisionlab.data import Split
 
 __all__ = ["COLUMNS", "underflow_at_scales", "underflow_during_training"]
@@ -141,10 +141,12 @@ def underflow_at_scales(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def underflow_during_training(model: nn.Module, data: Split, steps: int, checkpoints: Sequence[int],
                               scales: Sequence[float], batch_size: int = 64, lr: float = 1e-3,
                               seed: int = 0, dtype: torch.dtype = torch.float16) -> pd.DataFrame:
-    """Train `model` in fp32 with Adam as `Trainer(precision="32-true")` does (same batches,
-    same updates) and, before the update of each step in `checkpoints` (0 = the initial
-    weights), run `underflow_at_scales` on that step's batch. One row per (checkpoint, scale),
-    with a `step` column in front; the model ends trained for `steps` steps.
+    """Train `model` in fp32 with Adam as `Trainer(precision="32-true")` does (its
+    `batch_indices`, the same updates) and, before the update of each step in `checkpoints`
+    (0 = the initial weights), run `underflow_at_scales` on that step's batch. One row per
+    (checkpoint, scale), with a `step` column in front; the model ends trained for `steps` steps.
+    Its own loop, not `Trainer.fit`: the probe must run between a step's batch and its update,
+    a point the Trainer does not expose.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps: must be an integer >= 0; got {steps!r}")
@@ -161,10 +163,10 @@ def underflow_during_training(model: nn.Module, data: Split, steps: int, checkpo
     data = data.to(str(device))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)  # the Trainer's batch stream
+    batches = batch_indices(n, batch_size, seed, device)  # the Trainer's batch stream
     wanted, tables = set(checkpoints), []
     for step in range(steps + 1):
-        idx = torch.randint(n, (batch_size,), generator=generator).to(device)
+        idx = next(batches)
         x, y = data.x_train[idx], data.y_train[idx]
         model.train()
         if step in wanted:

@@ -1,5 +1,6 @@
 """Chapter 02's measurements (mixed precision): each returns a tidy DataFrame, one row per run,
-probe or op, for the rules in `precisionlab.rules.mixed` and the chapter's figures.
+probe or op, for the rules in `precisionlab.rules.mixed` and the chapter's figures, tables and
+glued texts in `precisionlab.reports.mixed`.
 
 Every multi-seed experiment builds its data and model from the seed (`tasks.make`, or
 `data.close_pairs(seed)`), so runs that share a seed form a pair and seeds differ in both
@@ -198,15 +199,6 @@ def _smoothed(history: pd.DataFrame, by: str, window: int) -> pd.DataFrame:
     """`history` with `smooth`: each run's training loss, averaged over `window` steps."""
     return history.assign(smooth=history.groupby([by, "seed"]).loss.transform(
         lambda s: s.rolling(window, min_periods=1).mean()))
-
-
-def update_summary(updates: pd.DataFrame) -> pd.DataFrame:
-    """`one_step_updates` per step variant: mean and std of each measure, and the format's u."""
-    cols = ["step_ratio", "update_rel_diff_vs_fp32", "grad_rel_err_vs_fp64",
-            "grad_norm_ratio_vs_fp64"]
-    view = updates.groupby("step", sort=False)[cols].agg(["mean", "std"])
-    view.columns = [f"{a} ({b})" for a, b in view.columns]
-    return view.assign(unit_roundoff=updates.groupby("step", sort=False).unit_roundoff.first())
 
 
 # ------------------------------------------------------------------------------ training ---
@@ -473,55 +465,3 @@ def trainer_overhead(precisions: Sequence[str], width: int, batch: int, steps: i
     table = pd.concat(out, ignore_index=True)
     table["ms_per_step"] = 1000 * table.median_s / steps
     return table
-
-
-# ------------------------------------------------------------------- numbers for the prose ---
-
-def update_facts(updates: pd.DataFrame) -> dict[str, str]:
-    """The one-step numbers the chapter's prose quotes (2 significant digits): step ratios and
-    gradient errors per variant, and the range of AMP gradient norm ratios to fp64."""
-    from precisionlab.claims import sig2
-
-    by = updates.groupby("step", sort=False).mean(numeric_only=True)
-    facts = {}
-    for key, step in [("bf16", "bf16-mixed, lr"), ("fp16", "16-mixed, lr"),
-                      ("fp32", "32-true, lr"), ("half", "32-true, lr/2")]:
-        facts[f"ratio_{key}"] = sig2(by.loc[step, "step_ratio"])
-        facts[f"err_{key}"] = sig2(by.loc[step, "grad_rel_err_vs_fp64"])
-    ratio = updates.grad_norm_ratio_vs_fp64.dropna()
-    facts["ratio_range"] = f"{ratio.min():.4f} to {ratio.max():.4f}"
-    return facts
-
-
-def underflow_facts() -> dict[str, str]:
-    """`adam_underflow` of fp16 and bf16 as the prose quotes it."""
-    from precisionlab.claims import sig2
-
-    facts = {}
-    for fmt in ("fp16", "bf16"):
-        t = adam_underflow(fmt)
-        facts[f"v_zero_{fmt}"] = sig2(t["v_zero_below"])
-        facts[f"m_zero_{fmt}"] = sig2(t["m_zero_below"])
-        facts[f"eps_zero_{fmt}"] = "it does" if t["eps_is_zero"] else "it does not"
-    return facts
-
-
-OVERHEAD_TARGET = 1.03  # the Trainer is meant to cost at most 3 % over the plain loop
-
-
-def overhead_facts(overhead: pd.DataFrame, target: float = OVERHEAD_TARGET) -> dict[str, str]:
-    """The Trainer's time ratio to the plain loop per precision, and whether it met `target`."""
-    ratio = overhead[overhead.candidate == "Trainer"].set_index("precision")["ratio_to_plain loop"]
-    facts = {"overhead_target": f"{target:g}"}
-    for precision, key in [("32-true", "32"), ("bf16-mixed", "bf16")]:
-        facts[f"overhead_{key}"] = f"{ratio[precision]:.3f}"
-        facts[f"overhead_{key}_met"] = "met" if ratio[precision] <= target else "missed"
-    return facts
-
-
-def resolution_table(resolution: pd.DataFrame) -> pd.DataFrame:
-    """`resolution_probe` as gap decade x variant, in percent of pairs ordered right."""
-    table = resolution.pivot_table(index=["gap_low", "gap_high"], columns="variant",
-                                   values="accuracy", sort=False)
-    table.index = [f"{lo:.0e} to {hi:.0e}" for lo, hi in table.index]
-    return (100 * table).round(1)

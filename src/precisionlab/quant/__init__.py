@@ -31,7 +31,6 @@ from precisionlab.quant.modules import (
     prepare_qat,
     quantize_,
     quantize_tensor,
-    state_dict_bytes,
     zero_fraction,
 )
 from precisionlab.quant.observers import Observer, entropy_threshold, observe_range
@@ -42,5 +41,5 @@ __all__ = [
     "dequantize", "entropy_threshold", "fake_quantize", "low_rank_", "observe_range",
     "pack_int4", "payload_bytes", "prepare_qat", "qparams", "quantize", "quantize_",
     "quantize_tensor", "quantize_with_range", "rank_for_bytes", "ste_fake_quantize",
-    "state_dict_bytes", "to_int8_backend", "unpack_int4", "zero_fraction",
+    "to_int8_backend", "unpack_int4", "zero_fraction",
 ]

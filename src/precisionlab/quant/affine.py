@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from precisionlab.formats import IntFormat
+from precisionlab.memory import tensor_bytes
 
 GRANULARITIES = ("per_tensor", "per_channel", "per_group")
 OBSERVERS = ("minmax", "percentile", "mse", "entropy")
@@ -259,11 +260,15 @@ class QTensor:
     spec: QuantSpec
     packed: bool
 
+    def stored(self) -> list[torch.Tensor]:
+        """The tensors really kept: the integers, their float32 scales and, if asymmetric,
+        their int32 zero points (a symmetric spec's zero points are all 0 and not stored)."""
+        return [self.data, self.scale] + ([] if self.spec.symmetric else [self.zero_point])
+
     @property
     def nbytes(self) -> int:
-        """Bytes of the integers plus their float32 scales (and zero points if asymmetric)."""
-        n = self.data.numel() * self.data.element_size() + self.scale.numel() * 4
-        return n + (0 if self.spec.symmetric else self.zero_point.numel() * 4)
+        """Bytes of `stored()`, by `memory.tensor_bytes`."""
+        return tensor_bytes(self.stored())
 
     def int_values(self) -> torch.Tensor:
         """The integers as int32, in `rows` layout (one row per scale)."""

@@ -15,8 +15,7 @@ integer model's, the speed is not. Real int8 kernels come from `backends.to_int8
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from precisionlab.memory import tensor_bytes
 from precisionlab.quant.affine import (
     QTensor,
     QuantSpec,
@@ -391,34 +391,27 @@ def convert(model: nn.Module) -> nn.Module:
     return model
 
 
-def state_dict_bytes(model: nn.Module) -> int:
-    """Bytes of `torch.save(model.state_dict())`: what the model costs on disk."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes
-
-
 def payload_bytes(model: nn.Module) -> int:
-    """Bytes of the tensors in the state_dict alone (no file format overhead), packed params of
-    torch.ao's quantized layers included."""
-    total = 0
-    for value in model.state_dict().values():
-        total += _tensor_bytes(value)
-    return total
+    """Bytes of the tensors in `model.state_dict()` alone (no file format overhead), by
+    `memory.tensor_bytes`. What it counts that a plain `tensor_bytes(state_dict().values())`
+    would not: torch.ao's packed params (tuples of tensors inside the state_dict) and the
+    float64 scales and int64 zero points of its per-channel quantized tensors, which live
+    beside the integers rather than in a tensor of the state_dict."""
+    return tensor_bytes(_stored_tensors(model.state_dict().values()))
 
 
-def _tensor_bytes(value: object) -> int:
-    if isinstance(value, torch.Tensor):
-        if value.is_quantized:
-            n = value.numel() * value.element_size()
-            if value.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric):
-                n += value.q_per_channel_scales().numel() * 8  # float64 scales
-                n += value.q_per_channel_zero_points().numel() * 8
-            return n
-        return value.numel() * value.element_size()
-    if isinstance(value, tuple | list):
-        return sum(_tensor_bytes(v) for v in value)
-    return 0
+def _stored_tensors(values: Iterable[object]) -> Iterator[torch.Tensor]:
+    """The tensors held by state_dict values, nested packed params and per-channel
+    quantization parameters included; non-tensor values (ints, dtypes) hold no payload."""
+    for value in values:
+        if isinstance(value, torch.Tensor):
+            yield value
+            if value.is_quantized and value.qscheme() in (torch.per_channel_affine,
+                                                          torch.per_channel_symmetric):
+                yield value.q_per_channel_scales()
+                yield value.q_per_channel_zero_points()
+        elif isinstance(value, tuple | list):
+            yield from _stored_tensors(value)
 
 
 def zero_fraction(model: nn.Module) -> float:

@@ -25,8 +25,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from precisionlab.amp import trainer
+from precisionlab.amp.trainer import evaluate  # the one evaluation; re-exported for callers
 from precisionlab.data import Split
+from precisionlab.memory import tensor_bytes
 from precisionlab.quant.affine import QuantSpec
 from precisionlab.quant.lowrank import LowRankLinear, low_rank_
 from precisionlab.quant.modules import (
@@ -44,16 +45,6 @@ __all__ = ["Ranges", "clipped_fraction", "collect_inputs",
            "ranges_for", "weight_bytes"]
 
 Ranges = dict[str, tuple[torch.Tensor, torch.Tensor]]  # layer name -> (lo, hi), each shape [1]
-
-
-def evaluate(model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of `model` (eval mode, float32) on the test split; the
-    model's train/eval mode is restored. For a next-token model: per predicted token."""
-    was_training = model.training
-    try:
-        return trainer.evaluate(model, data, chunk=chunk)
-    finally:
-        model.train(was_training)
 
 
 def _targets(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -161,16 +152,17 @@ def quantize_ptq(model: nn.Module, config: QuantConfig, ranges: Ranges | None = 
 
 
 def weight_bytes(model: nn.Module) -> int:
-    """Bytes of the weights of the Linear/Conv layers (quantized, low-rank or float): integers
-    plus their float32 scales and zero points for quantized ones. Biases, embeddings and norms
-    are left out: they are the same in every variant of a model."""
-    total = 0
+    """Bytes of the weights of the Linear/Conv layers (quantized, low-rank or float), counted by
+    `memory.tensor_bytes`: the stored integers plus their float32 scales (and int32 zero points
+    if asymmetric) for quantized ones. Biases, embeddings and norms are left out: they are the
+    same in every variant of a model, unlike `payload_bytes`, which counts the whole state."""
+    tensors: list[torch.Tensor] = []
     for m in model.modules():
         if isinstance(m, QuantizedLayer):
-            total += m.qtensor().nbytes
+            tensors += m.qtensor().stored()
         elif isinstance(m, SWAPPABLE):
-            total += m.weight.numel() * m.weight.element_size()
-    return total
+            tensors.append(m.weight)
+    return tensor_bytes(tensors)
 
 
 def _n_weights(model: nn.Module) -> int:
