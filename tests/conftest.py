@@ -34,3 +34,17 @@ def mini_project(tmp_path, monkeypatch):
     monkeypatch.chdir(root)
     monkeypatch.delenv("PRECISIONLAB_RESULTS_DIR", raising=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def scaling_measured():
+    """Chapter 03's sweep and underflow probe at toy sizes, shared by its experiment and report
+    tests: (runs, traces, underflow)."""
+    from precisionlab.experiments import scaling
+
+    model = dict(mlp_hidden=[8], tf_context=8, tf_d_model=8, tf_layers=1)
+    runs, traces = scaling.sweep("transformer", [0, 1], [8], steps=3, batch=4, lr=1e-3,
+                                 growth_interval=2, **model)
+    under = scaling.underflow("transformer", [0, 1], [8], steps=2, checkpoints=[0.0, 1.0],
+                              batch=4, lr=1e-3, **model)
+    return runs, traces, under

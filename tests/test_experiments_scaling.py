@@ -4,20 +4,7 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
 from precisionlab.experiments import scaling
-
-MODEL = dict(mlp_hidden=[8], tf_context=8, tf_d_model=8, tf_layers=1)
-
-
-@pytest.fixture(scope="module")
-def measured():
-    runs, traces = scaling.sweep("transformer", [0, 1], [8], steps=3, batch=4, lr=1e-3,
-                                 growth_interval=2, **MODEL)
-    under = scaling.underflow("transformer", [0, 1], [8], steps=2, checkpoints=[0.0, 1.0],
-                              batch=4, lr=1e-3, **MODEL)
-    return runs, traces, under
 
 
 def test_configs_and_labels():
@@ -26,8 +13,8 @@ def test_configs_and_labels():
                      scaling.DYNAMIC]
 
 
-def test_sweep_is_tidy_one_row_per_run(measured):
-    runs, traces, _ = measured
+def test_sweep_is_tidy_one_row_per_run(scaling_measured):
+    runs, traces, _ = scaling_measured
     assert len(runs) == 2 * len(scaling.configs([8]))
     assert set(runs.seed) == {0, 1} and set(runs.task) == {"transformer"}
     none = runs[runs.config == scaling.NONE].iloc[0]
@@ -43,8 +30,8 @@ def test_seeds_draw_their_own_split():
     assert not (a.x_train[:5] == b.x_train[:5]).all()
 
 
-def test_underflow_rows_per_checkpoint_scale_and_seed(measured):
-    *_, under = measured
+def test_underflow_rows_per_checkpoint_scale_and_seed(scaling_measured):
+    *_, under = scaling_measured
     assert len(under) == 2 * 2 * 2  # seeds x checkpoints x scales
     assert set(under.step) == {0, 2} and set(under.log2_scale) == {0.0, 8.0}
 

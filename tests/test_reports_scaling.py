@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import matplotlib
-import pytest
 
-from precisionlab.experiments import scaling
 from precisionlab.reports import scaling as report
 
 matplotlib.use("Agg")
-MODEL = dict(mlp_hidden=[8], tf_context=8, tf_d_model=8, tf_layers=1)
 
 
-@pytest.fixture(scope="module")
-def measured():
-    runs, traces = scaling.sweep("transformer", [0, 1], [8], steps=3, batch=4, lr=1e-3,
-                                 growth_interval=2, **MODEL)
-    under = scaling.underflow("transformer", [0, 1], [8], steps=2, checkpoints=[0.0, 1.0],
-                              batch=4, lr=1e-3, **MODEL)
-    return runs, traces, under
-
-
-def test_tables_facts_and_figures_read_the_measurements(measured, tmp_path):
-    runs, traces, under = measured
+def test_tables_facts_and_figures_read_the_measurements(scaling_measured, tmp_path):
+    runs, traces, under = scaling_measured
     table = report.loss_table(runs, [8])
     assert list(table.index.get_level_values("config"))[0] == "32-true"
     assert len(report.underflow_table(under, 2)) == 2
@@ -31,8 +19,8 @@ def test_tables_facts_and_figures_read_the_measurements(measured, tmp_path):
     assert report.histogram_facts(tmp_path / "missing.csv")["ch01_flush"] == "(see chapter 1)"
 
 
-def test_figures_have_labelled_axes_and_the_hardware(measured):
-    runs, traces, under = measured
+def test_figures_have_labelled_axes_and_the_hardware(scaling_measured):
+    runs, traces, under = scaling_measured
     for fig in (report.plot_final_loss(runs, [8], "test CPU"),
                 report.plot_underflow(under, [8], "test CPU"),
                 report.plot_dynamic(traces, "test CPU")):
