@@ -10,7 +10,10 @@ import pytest
 
 from precisionlab import claims
 
-SHARED_CLAIMS = Path(__file__).resolve().parents[2] / "shared" / "claims.md"
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+SHARED_CLAIMS = SHARED / "claims.md"
+# The study's list is both files: the first reading's claims and the second reading's.
+STUDY_LISTS = (SHARED_CLAIMS, SHARED / "claims-more.md")
 
 
 def test_record_prints_one_line_and_merges_by_claim(results_dir, capsys):
@@ -78,10 +81,23 @@ def test_record_rejects_bad_input_and_writes_nothing(results_dir, args, message)
     assert not (results_dir / "verdicts").exists()
 
 
-@pytest.mark.skipif(not SHARED_CLAIMS.exists(), reason="no ../shared/claims.md beside the project")
-def test_catalog_has_every_claim_id_of_the_study():
-    ids = set(re.findall(r"^\| ([A-Z]+-\d+) \|", SHARED_CLAIMS.read_text(), flags=re.M))
-    assert ids and ids == set(claims.catalog())
+@pytest.mark.skipif(not all(p.exists() for p in STUDY_LISTS),
+                    reason="no ../shared/claims.md and claims-more.md beside the project")
+def test_catalog_has_every_claim_id_of_the_study_with_its_seeds():
+    rows = [re.findall(r"^\| ([A-Z]+-\d+) \| ([^|]+) \|", p.read_text(), flags=re.M)
+            for p in STUDY_LISTS]
+    listed = {claim: seeds.strip() for found in rows for claim, seeds in found}
+    assert all(rows) and sum(map(len, rows)) == len(listed)  # no id in both lists
+    catalog = claims.catalog()
+    assert set(listed) == set(catalog)
+    assert {c: row["seeds"] for c, row in catalog.items()} == listed
+
+
+def test_catalog_rejects_a_row_with_an_unquoted_comma(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "claims.csv").write_text("id,seeds,claim\nMP-1,000,one, two\n")
+    with pytest.raises(ValueError, match=r"^data/claims.csv: row MP-1 has 4 fields; quote"):
+        claims.catalog(tmp_path)
 
 
 def test_sig2_keeps_two_significant_digits_without_exponents() -> None:

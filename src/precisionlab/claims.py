@@ -31,7 +31,13 @@ def catalog(root: Path | None = None) -> dict[str, dict[str, str]]:
     """Claim id -> {'seeds', 'claim'} from the project's `data/claims.csv`."""
     path = (root or find_root()) / "data" / "claims.csv"
     with path.open(newline="", encoding="utf-8") as handle:
-        return {row["id"]: row for row in csv.DictReader(handle)}
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        n = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
+        if n != 3:
+            raise ValueError(f"data/claims.csv: row {row['id']} has {n} fields; quote a claim "
+                             "that contains a comma")
+    return {row["id"]: row for row in rows}
 
 
 @dataclass(frozen=True)
