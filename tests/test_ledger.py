@@ -141,3 +141,51 @@ def test_the_projects_citations_lookup_and_claims_are_consistent() -> None:
     assert (lookup.source == "https://arxiv.org/abs/" + lookup["arXiv id"]).all()
     assert lookup.checked_on.str.fullmatch(r"\d{4}-\d\d-\d\d").all()
     assert {"CIT-1", "Q-1", "MP-7"} <= set(catalog(root))
+
+
+def attributions(*rows: tuple[str, str, str]) -> pd.DataFrame:
+    """An attributions table from (subject, as stated, documented) rows, sourced and dated."""
+    return pd.DataFrame([{"seed": "001", "subject": s, "attribute": "who made it",
+                          "as stated": said, "documented": true, "source": "https://example.org",
+                          "checked_on": "2026-12-01"} for s, said, true in rows])
+
+
+SAME = ("D2L", "UC Berkeley", "uc  berkeley")  # case and spacing do not matter
+HALF = ("ONNX", "Microsoft", "Microsoft; Facebook")
+OTHER = ("Ampere", "a mixed-precision library", "a GPU architecture")
+
+
+@pytest.mark.parametrize(("rows", "word", "reason"), [
+    ((SAME,), "supported", "1 of 1 attributions match"),
+    ((HALF, OTHER), "refuted", "0 of 2 attributions match the tool's own documentation; "
+                               "incomplete: ONNX"),
+    ((SAME, OTHER), "nuanced", "1 of 2 attributions match"),
+    ((), "not testable here", "no attribution to check"),
+])
+def test_cit2_reaches_every_verdict(rows, word, reason) -> None:
+    table = attributions(*rows) if rows else attributions(SAME).iloc[:0]
+    finding = citations.cit2(citations.check_attributions(table))
+    assert (finding.claim, finding.verdict, finding.evidence) == ("CIT-2", word, "tbl-attributions")
+    assert reason in finding.reason
+
+
+def test_an_attribution_is_correct_incomplete_or_wrong_and_must_be_sourced() -> None:
+    out = citations.check_attributions(attributions(SAME, HALF, OTHER))
+    assert out.match.tolist() == ["correct", "incomplete", "wrong"]
+    # naming more than the documentation does is not "incomplete"
+    assert citations.check_attributions(attributions(
+        ("ONNX", "Microsoft; Google", "Microsoft"))).match.tolist() == ["wrong"]
+    unsourced = attributions(SAME).assign(source="")
+    with pytest.raises(ValueError, match=r"^attributions: D2L need a source page and the date"):
+        citations.check_attributions(unsourced)
+    with pytest.raises(ValueError, match=r"^attributions: need columns"):
+        citations.check_attributions(attributions(SAME).drop(columns="documented"))
+
+
+def test_the_projects_attributions_are_sourced_and_dated() -> None:
+    table = citations.read_attributions(find_root())
+    checked = citations.check_attributions(table)
+    assert set(checked.subject) >= {"NVIDIA Ampere", "TensorFlow Addons", "ONNX", "GPT"}
+    assert table.source.str.startswith("https://").all()
+    assert table.checked_on.str.fullmatch(r"\d{4}-\d\d-\d\d").all()
+    assert set(table.seed) <= {"000", "001", "002", "003", "004"}

@@ -1,4 +1,4 @@
-"""Verdict rule of chapter 9 (the ledger): CIT-1.
+"""Verdict rules of the claims ledger: CIT-1 and CIT-2.
 
 CIT-1 (seeds 001, 004): the papers the articles cite say what the articles say they say. Tested
 on two tables: `data/citations.csv`, each reading-list entry as the article gives it (title,
@@ -6,6 +6,11 @@ the organisation named as source, arXiv id), and `data/arxiv_lookup.csv`, what e
 arXiv abstract page holds (title, authors, affiliations), with the page and the date it was read.
 The lookup was typed from those pages; the book cannot reach arXiv, so it is data with its
 source, not something recomputed.
+
+CIT-2 (seeds 001, 002, 004): their tool and resource attributions (what NVIDIA Ampere is, where
+Keras mixed precision lives, whose course D2L is, who started ONNX, what GPT stands for).
+Tested on `data/attributions.csv`: each attribution as stated, what the tool's own documentation
+says, that page and the date it was read (typed by hand, like the arXiv lookup).
 """
 
 from __future__ import annotations
@@ -74,3 +79,51 @@ def cit1(checked: pd.DataFrame, evidence: str = "tbl-citations") -> Finding:
     verdict = "supported" if n_ok == n_id else "refuted" if n_ok == 0 else "nuanced"
     return Finding("CIT-1", verdict, f"{n_ok} of {n_id} arXiv ids hold the cited paper from the "
                    f"cited source; {unchecked}", evidence)
+
+
+# CIT-2: the tool and resource attributions of seeds 001, 002 and 004.
+ATTRIBUTIONS = ("seed", "subject", "attribute", "as stated", "documented", "source", "checked_on")
+
+
+def read_attributions(root: Path) -> pd.DataFrame:
+    """`data/attributions.csv`: each attribution as the article states it, what the tool's own
+    documentation says (`documented`), that page (`source`) and the date it was read."""
+    return pd.read_csv(root / "data" / "attributions.csv", dtype=str, keep_default_na=False)
+
+
+def _names(text: str) -> set[str]:
+    """The names in a ';'-separated field, compared without case, spaces or punctuation."""
+    return {" ".join(sorted(_words(part))) for part in text.split(";") if _words(part)}
+
+
+def check_attributions(table: pd.DataFrame) -> pd.DataFrame:
+    """Each attribution with `match`: 'correct' when the stated names are the documented ones,
+    'incomplete' when they are some but not all of them (ONNX has two founders, the article
+    names one), 'wrong' otherwise. A row without a source or date is an error."""
+    if not set(ATTRIBUTIONS) <= set(table.columns):
+        raise ValueError(f"attributions: need columns {list(ATTRIBUTIONS)}; "
+                         f"got {list(table.columns)}")
+    unsourced = table.subject[(table.source.str.strip() == "") | (table.checked_on.str.strip() == "")]
+    if len(unsourced):
+        raise ValueError(f"attributions: {', '.join(unsourced)} need a source page and the date "
+                         "it was read (columns source, checked_on)")
+    def match(stated: str, documented: str) -> str:
+        said, true = _names(stated), _names(documented)
+        return "correct" if said == true else "incomplete" if said and said < true else "wrong"
+    return table.assign(match=[match(s, d) for s, d in
+                               zip(table["as stated"], table["documented"], strict=True)])
+
+
+def cit2(checked: pd.DataFrame, evidence: str = "tbl-attributions") -> Finding:
+    """CIT-2 from `check_attributions`'s table: supported if every attribution is correct,
+    refuted if none is (an incomplete one does not hold as stated), nuanced otherwise; the
+    reason names the incomplete ones."""
+    n = len(checked)
+    if n == 0:
+        return Finding("CIT-2", "not testable here", "no attribution to check", evidence)
+    ok = int((checked.match == "correct").sum())
+    partial = list(checked.subject[checked.match == "incomplete"])
+    verdict = "supported" if ok == n else "refuted" if ok == 0 else "nuanced"
+    half = f"; incomplete: {', '.join(partial)}" if partial else ""
+    return Finding("CIT-2", verdict, f"{ok} of {n} attributions match the tool's own "
+                   f"documentation{half}", evidence)
