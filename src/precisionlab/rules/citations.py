@@ -103,7 +103,8 @@ def check_attributions(table: pd.DataFrame) -> pd.DataFrame:
     if not set(ATTRIBUTIONS) <= set(table.columns):
         raise ValueError(f"attributions: need columns {list(ATTRIBUTIONS)}; "
                          f"got {list(table.columns)}")
-    unsourced = table.subject[(table.source.str.strip() == "") | (table.checked_on.str.strip() == "")]
+    blank = (table.source.str.strip() == "") | (table.checked_on.str.strip() == "")
+    unsourced = table.subject[blank]
     if len(unsourced):
         raise ValueError(f"attributions: {', '.join(unsourced)} need a source page and the date "
                          "it was read (columns source, checked_on)")
