@@ -2,6 +2,7 @@
 
 import pandas as pd
 import pytest
+import torch
 
 from precisionlab.experiments import size
 from precisionlab.experiments import speed as exp
@@ -41,15 +42,20 @@ def test_latency_grid_tidy():
 PARAMS = dict(
     seeds=[0], threads=2, formats=["fp32", "int8"], sizes=[32, 16], fp16_max_n=16,
     max_call_s=1.0, matvec_n=64, scaling_n=16, copy_mib=1, repeats=5, warmup=0,
-    precisions=["bf16-mixed", "32-true"], mlp_widths=[16, 8], mlp_batch=32, tf_depths=[1],
+    precisions=["bf16-mixed", "32-true"], pure_precisions=["16-true", "bf16-true"],
+    mlp_widths=[16, 8], mlp_batch=32, tf_depths=[1],
     tf_d_model=8, tf_context=8, tf_batch=4, time_steps=1, step_repeats=5, max_step_s=5.0,
-    accum_depth=1, accum_ks=[2, 1], bench_width=8, bench_batch=32, bench_steps=1)
+    accum_depth=1, accum_ks=[2, 1], bench_width=8, bench_batch=32, bench_steps=1, cpu_steps=2)
 
 
 def test_check_parameters_normalizes_and_names_the_bad_one():
     p = exp.check_parameters(PARAMS)
     assert p["sizes"] == [16, 32] and p["precisions"] == ["32-true", "bf16-mixed"]
-    assert p["accum_ks"] == [1, 2]
+    assert p["accum_ks"] == [1, 2] and p["pure_precisions"] == ["bf16-true", "16-true"]
+    with pytest.raises(ParameterError, match="pure_precisions"):
+        exp.check_parameters({**PARAMS, "pure_precisions": ["16-mixed"]})
+    with pytest.raises(ParameterError, match="cpu_steps"):
+        exp.check_parameters({**PARAMS, "cpu_steps": 0})
     with pytest.raises(ParameterError, match="tf_d_model"):
         exp.check_parameters({**PARAMS, "tf_d_model": 6})
     with pytest.raises(ParameterError, match="accum_ks"):
@@ -115,3 +121,27 @@ def test_report_builds_tables_texts_and_figures(models, mem):
     fig2 = rep.fig_step(speed, ["bf16-mixed"], [8, 16], [1], 32, 8, 4, 8, 1.5, "test CPU")
     assert fig.axes and fig2.axes
     assert rep.published_texts(False)["pub_v100"] == "3.27x"
+
+
+def test_dataset_memory_step_does_not_grow_with_the_dataset(models):
+    ds = exp.dataset_memory(models, ["32-true", "bf16-mixed", "bf16-true"], 0)
+    n = len(models.data["MLP"].x_train)
+    assert sorted(ds.examples.unique()) == [n // 2, n] and len(ds) == 6
+    # the step's bytes depend on the batch, not on how many examples the dataset holds
+    assert ds.groupby("precision").total_bytes.nunique().eq(1).all()
+    # the dataset is kept as loaded in every precision: the bytes of its tensors
+    full = ds[ds.examples == n]
+    d = models.data["MLP"]
+    assert full.dataset_bytes.eq(sum(t.numel() * t.element_size()
+                                     for t in (d.x_train, d.y_train, d.x_test, d.y_test))).all()
+    bf16 = full.set_index("precision").total_bytes
+    assert bf16["bf16-true"] < bf16["32-true"] / 2 + 4096  # all-16-bit: about half
+
+
+def test_cpu_runs_and_support(models):
+    runs = exp.cpu_runs(models, ["bf16-mixed", "16-mixed"], 0, steps=2)
+    assert list(runs.precision) == ["bf16-mixed", "16-mixed"]
+    assert runs.ran.all() and runs.finite.all() and runs.error.eq("").all()
+    support = exp.cpu_support()
+    assert support["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert set(support["native"]) == {"bf16", "fp16"} and support["capability"] in support["words"]

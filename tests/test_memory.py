@@ -215,6 +215,24 @@ def test_step_memory_counts_weights_grads_adam_state_and_activations():
     assert all(p.grad is None for p in model.parameters())  # the caller's model is untouched
 
 
+def test_step_memory_of_pure_16bit_leaves_out_its_own_16bit_weights():
+    data = digits(0)
+    torch.manual_seed(0)
+    model = MLP([64, 256, 10])
+    n, tensors = sum(p.numel() for p in model.parameters()), len(list(model.parameters()))
+    fp32 = memory.step_memory(model, data, "32-true", batch_size=256)
+    for precision in ("bf16-true", "16-true"):
+        low = memory.step_memory(model, data, precision, batch_size=256)
+        # weights, grads and both Adam moments in 16 bits; the step counters stay fp32 scalars
+        assert low["weight_bytes"] == low["grad_bytes"] == 2 * n
+        assert low["optimizer_state_bytes"] == 2 * 2 * n + 4 * tensors
+        # the same tensors saved as in 32-true, at 2 bytes instead of 4 (the int64 targets and
+        # the loss's scalar keep theirs): the 16-bit weights are parameters, not activations
+        assert low["activation_bytes"] == 2 * 256 * (64 + 256 + 10) + 8 * 256 + 2
+        assert low["activation_bytes"] < fp32["activation_bytes"] / 2 + 8 * 256
+    assert next(model.parameters()).dtype == torch.float32  # the caller's model is not cast
+
+
 def test_byte_counters_count_elements_and_the_saved_file():
     layer = nn.Linear(256, 128)
     assert memory.tensor_bytes(layer.parameters()) == (256 * 128 + 128) * 4

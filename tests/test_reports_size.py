@@ -36,3 +36,18 @@ def test_latency_figure():
                             for b in (1, 64) for w in (64, 128)
                             for c, s in (("fp32", 1.0), ("bf16", 0.8))])
     _labelled_and_signed(report.plot_latency(latency, [64, 128], [1, 64], "test CPU"))
+
+
+def test_counts_table_and_texts():
+    counts = pd.DataFrame({"format": ["fp32", "bf16", "int4", "int8 (torch.ao kernels)"],
+                           "parameters": [100, 100, 100, 100], "parameters_api": [100, 100, 4, 0],
+                           "stored_elements": [100, 100, 56, 102],
+                           "stored_bytes": [400, 200, 80, 112],
+                           "stored_dtypes": ["float32", "bfloat16", "float32, uint8",
+                                             "float32, int64, qint8"]})
+    text = report.counts_table(counts)
+    assert "model.parameters()" in text and "0.2000" in text and "float32, int64, qint8" in text
+    texts = report.counts_texts(counts)
+    assert texts["q5_params"] == "100" and texts["q5_same"] == "every one of them"
+    assert texts["q5_int4_elements"] == "56" and texts["q5_api_ao"] == "0"
+    assert texts["q5_bytes"] == "bf16 0.500, int4 0.200, int8 (torch.ao kernels) 0.280"

@@ -1,4 +1,5 @@
-"""The Q-2 and MP-7 rules reach every verdict they can return, on small hand-made tables."""
+"""The Q-2, Q-5, MP-7, MP-17 and MP-21 rules reach every verdict they can return, on small
+hand-made tables."""
 
 import pandas as pd
 import pytest
@@ -100,3 +101,118 @@ def test_mp7_needs_a_mixed_precision():
     speed, mem = mp7_tables((2.0, 2.0, 2.0), (0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="mixed precision"):
         rules.mp7(speed, mem[mem.precision == "32-true"], HW)
+
+
+# Q-5 ------------------------------------------------------------------------------------------
+def counts(*others: tuple[str, int, int]) -> pd.DataFrame:
+    rows = [("fp32", 1000, 4000, 1000)] + [(f, n, b, 0) for f, n, b in others]
+    return pd.DataFrame(rows, columns=["format", "parameters", "stored_bytes", "parameters_api"])
+
+
+@pytest.mark.parametrize("table, verdict", [
+    (counts(("bf16", 1000, 2000), ("int8", 1000, 1100)), "refuted"),  # same count, fewer bytes
+    (counts(("pruned", 400, 1600), ("distilled", 100, 400)), "supported"),
+    (counts(("bf16", 1000, 2000), ("pruned", 400, 1600)), "nuanced"),
+])
+def test_q5_verdicts(table, verdict):
+    f = rules.q5(table)
+    assert f.verdict == verdict and f.claim == "Q-5" and f.hardware == ""
+
+
+def test_q5_reason_names_counts_bytes_and_what_parameters_misses():
+    f = rules.q5(counts(("bf16", 1000, 2000), ("int8", 1000, 1100)))
+    assert "fp32 holds 1000 weights and biases in 4000 bytes" in f.reason
+    assert "bf16, int8 hold the same 1000 in 0.5x, 0.28x the bytes" in f.reason
+    assert "model.parameters() misses the packed or integer weights of bf16 (0), int8 (0)" \
+        in f.reason
+    with pytest.raises(ValueError, match="fp32"):
+        rules.q5(counts(("bf16", 1000, 2000)).iloc[1:])
+
+
+# MP-17 ----------------------------------------------------------------------------------------
+def mp17_tables(ratios: dict[str, tuple[float, float, float]], dataset_ratio: float = 1.0,
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`ratios`: precision -> (static, activation, total) over 32-true, the same at each size."""
+    mem, ds = [], []
+    for family, size in SIZES:
+        mem.append({"family": family, "size": size, "precision": "32-true",
+                    "static_bytes": 1600, "activation_bytes": 1000, "total_bytes": 2600})
+        for p, (st, act, tot) in ratios.items():
+            mem.append({"family": family, "size": size, "precision": p,
+                        "static_bytes": 1600 * st, "activation_bytes": 1000 * act,
+                        "total_bytes": 2600 * tot})
+    for p in ["32-true", *ratios]:
+        for examples in (500, 1000):
+            ds.append({"precision": p, "examples": examples,
+                       "dataset_bytes": 8000 * (1 if p == "32-true" else dataset_ratio),
+                       "total_bytes": 2600})
+    return pd.DataFrame(mem), pd.DataFrame(ds)
+
+
+MIXED = {"bf16-mixed": (1.0, 0.7, 0.88)}
+PURE = {"bf16-true": (0.5, 0.5, 0.5), "16-true": (0.5, 0.5, 0.5)}
+
+
+@pytest.mark.parametrize("ratios, dataset_ratio, verdict", [
+    (PURE, 0.5, "supported"),  # everything halves, the dataset too
+    (MIXED | PURE, 1.0, "nuanced"),  # mixed keeps fp32 model state; the dataset keeps its bytes
+    (PURE, 1.0, "nuanced"),  # the step halves, the dataset does not
+    ({"bf16-mixed": (1.0, 0.9, 0.96), "16-mixed": (1.0, 1.2, 1.1)}, 1.0, "refuted"),
+])
+def test_mp17_verdicts(ratios, dataset_ratio, verdict):
+    f = rules.mp17(*mp17_tables(ratios, dataset_ratio))
+    assert f.verdict == verdict and f.claim == "MP-17" and f.evidence == "fig-mp17"
+
+
+def test_mp17_reason_separates_model_state_activations_and_dataset():
+    f = rules.mp17(*mp17_tables(MIXED | PURE))
+    assert ("bf16-mixed: step 0.88x, weights+grads+optimizer 1x, saved activations 0.7x"
+            in f.reason)
+    assert "less memory (<= 0.9x) for bf16-mixed, bf16-true, 16-true" in f.reason
+    assert "room for larger models for bf16-true, 16-true" in f.reason
+    assert "the dataset takes 1x of its 32-true bytes" in f.reason
+    assert "identical for 500 and 1000 training examples" in f.reason
+    mem, ds = mp17_tables(MIXED)
+    with pytest.raises(ValueError, match="16-bit"):
+        rules.mp17(mem[mem.precision == "32-true"], ds)
+
+
+# MP-21 ----------------------------------------------------------------------------------------
+def mp21_tables(speedups: dict[str, tuple[float | None, ...]], ran: bool = True,
+                finite: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = pd.DataFrame([{"precision": p, "ran": ran, "finite": finite,
+                          "error": "" if ran else "RuntimeError: no kernel"} for p in speedups])
+    speed = pd.DataFrame([{"family": f, "size": z, "precision": p, "speedup": s}
+                          for p, ss in {"32-true": (1.0, 1.0, 1.0), **speedups}.items()
+                          for (f, z), s in zip(SIZES, ss, strict=True) if s is not None])
+    return runs, speed
+
+
+CAP = "AVX2 kernels; native bf16: no"
+
+
+@pytest.mark.parametrize("speedups, ran, finite, device, verdict", [
+    ({"bf16-mixed": (0.6, 0.8, 1.2)}, True, True, "cpu", "nuanced"),  # runs; slower at some
+    ({"bf16-mixed": (1.0, 1.3, 2.0)}, True, True, "cpu", "refuted"),  # runs, never slower
+    ({"bf16-mixed": (1.0, 1.3, None)}, True, True, "cpu", "nuanced"),  # too slow to time once
+    ({"16-mixed": (0.5, 0.5, 0.5)}, False, False, "cpu", "supported"),  # did not run
+    ({"16-mixed": (1.0, 1.0, 1.0)}, True, False, "cpu", "supported"),  # non-finite loss
+    ({"bf16-mixed": (2.0, 2.5, 3.0)}, True, True, "cuda", "not testable here"),  # timed on GPU
+])
+def test_mp21_verdicts(speedups, ran, finite, device, verdict):
+    f = rules.mp21(*mp21_tables(speedups, ran, finite), CAP, device, HW)
+    assert f.verdict == verdict and f.claim == "MP-21" and f.hardware == HW
+
+
+def test_mp21_reason_names_the_capability_and_the_ratios():
+    f = rules.mp21(*mp21_tables({"bf16-mixed": (0.6, 0.8, 1.2), "16-mixed": (0.1, None, None)}),
+                   CAP, "cpu", HW)
+    assert f.reason.startswith(f"bf16-mixed, 16-mixed training steps ran on this CPU ({CAP})")
+    assert "bf16-mixed 0.6-1.2x the step speed of 32-true (slower at 2 of 3 model sizes)" \
+        in f.reason
+    assert "16-mixed 0.1x the step speed of 32-true (slower at 3 of 3" in f.reason
+    failed = rules.mp21(*mp21_tables({"16-mixed": (1.0, 1.0, 1.0)}, ran=False), CAP, "cpu", HW)
+    assert "16-mixed: RuntimeError: no kernel" in failed.reason
+    with pytest.raises(ValueError, match="runs"):
+        rules.mp21(pd.DataFrame(columns=["precision", "ran", "finite", "error"]),
+                   pd.DataFrame(), CAP, "cpu", HW)

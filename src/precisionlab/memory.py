@@ -208,7 +208,9 @@ def step_memory(model: nn.Module, data, precision: str = "32-true", batch_size: 
                        accumulation_steps=accumulation_steps, eval_every=None, progress=False,
                        device=device)
 
-    m = copy.deepcopy(model).to(device)
+    # Cast first, as the Trainer will (a no-op for 32-true and *-mixed): the parameters the count
+    # leaves out must be the ones the step trains, 16-bit for *-true, not the fp32 originals.
+    m = get_policy(precision).prepare_model(copy.deepcopy(model).to(device))
     tr = trainer()
     act = saved_activation_bytes(lambda: tr.fit(m, data), exclude=m.parameters())
     params = [p for p in m.parameters() if p.requires_grad]

@@ -2,12 +2,14 @@
 and the inference latency of fp32, bf16 and int8 MLPs of growing width.
 
     stored = size.stored_formats([0, 1, 2], hidden=[256, 256], steps=1500)
+    counts = size.count_formats(hidden=[256, 256])
     latency, sizes = size.latency_grid([512, 4096], depth=3, batches=[1, 64])
 """
 
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import pandas as pd
@@ -17,9 +19,10 @@ from torch import nn
 from precisionlab import bench, stats, tasks
 from precisionlab.amp import Trainer, get_policy
 from precisionlab.amp.trainer import evaluate
-from precisionlab.memory import file_bytes
+from precisionlab.memory import file_bytes, tensor_bytes
 from precisionlab.models import MLP
 from precisionlab.quant import QuantConfig, QuantSpec, payload_bytes, quantize_, to_int8_backend
+from precisionlab.quant.modules import QuantizedLayer
 
 IN_FEATURES, N_CLASSES = 784, 10  # the timed MLPs: an MNIST-sized input, 10 classes
 SIM_INT8 = "int8 simulated (ours)"  # our quantized layers: int8 storage, fp32 compute
@@ -63,6 +66,57 @@ def stored_formats(seeds: Sequence[int], task: str = "mnist1d", hidden: Sequence
             rows.append({"seed": seed, "format": name, "file_bytes": file_bytes(stored),
                          "tensor_bytes": payload_bytes(stored), "accuracy": accuracy})
     return pd.DataFrame(rows)
+
+
+def stored_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every tensor of `model.state_dict()`, with torch.ao's packed Linear params (a tuple of the
+    int8 weight and the fp32 bias) unpacked into their two tensors; non-tensor entries dropped."""
+    out = []
+    for value in model.state_dict().values():
+        items = value if isinstance(value, tuple | list) else (value,)
+        out += [t for t in items if torch.is_tensor(t)]
+    return out
+
+
+def model_values(model: nn.Module) -> int:
+    """How many weights and biases the model computes with, whatever their storage: a
+    QuantizedLayer's logical weight shape (not its packed bytes), torch.ao's unpacked weight and
+    bias (`_packed_params._weight_bias()`), and every other module's own parameters."""
+    total = 0
+    for module in model.modules():
+        if isinstance(module, QuantizedLayer):
+            total += math.prod(module.weight_shape) + (
+                0 if module.bias is None else module.bias.numel())
+        elif isinstance(getattr(module, "_packed_params", None), nn.Module):  # torch.ao Linear
+            total += sum(t.numel() for t in module._packed_params._weight_bias() if t is not None)
+        elif not hasattr(module, "_weight_bias"):  # (its packed params: counted just above)
+            total += sum(p.numel() for p in module.parameters(recurse=False))
+    return total
+
+
+def parameter_counts(variants: list[tuple[str, nn.Module, str]]) -> pd.DataFrame:
+    """Q-5: per stored format (`stored_variants`), the weights and biases the model computes with
+    (`model_values`), what `model.parameters()` reports, the elements and dtypes of the stored
+    tensors (`stored_tensors`: packed int4 holds two values per element, per-channel scales add
+    some) and their bytes (`memory.tensor_bytes`). Counts depend on shapes only: exact anywhere."""
+    rows = []
+    for name, model, _ in variants:
+        stored = stored_tensors(model)
+        rows.append({"format": name, "parameters": model_values(model),
+                     "parameters_api": sum(p.numel() for p in model.parameters()),
+                     "stored_elements": sum(t.numel() for t in stored),
+                     "stored_bytes": tensor_bytes(stored),
+                     "stored_dtypes": ", ".join(sorted({str(t.dtype).removeprefix("torch.")
+                                                 for t in stored}))})
+    return pd.DataFrame(rows)
+
+
+def count_formats(hidden: Sequence[int], seed: int = 0, n_in: int = 40,
+                  n_classes: int = 10) -> pd.DataFrame:
+    """`parameter_counts` of the chapter's MNIST-1D MLP (`n_in`-hidden-`n_classes`) stored each
+    way of `stored_variants`. Its weights are random: the counts depend on shapes only."""
+    torch.manual_seed(seed)
+    return parameter_counts(stored_variants(MLP([n_in, *hidden, n_classes]).eval()))
 
 
 def accuracy_changes(stored: pd.DataFrame) -> pd.DataFrame:

@@ -10,6 +10,7 @@ of accumulated steps, and the Trainer's own overhead. Each returns tidy DataFram
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,21 +18,23 @@ from dataclasses import dataclass
 import pandas as pd
 from torch import nn
 
-from precisionlab import bench, memory, tasks
+from precisionlab import bench, memory, provenance, tasks
 from precisionlab import validate as v
 from precisionlab.amp import Trainer, plain_loop, set_matmul16
 from precisionlab.data import Split
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+PURE_PRECISIONS = ("bf16-true", "16-true")  # MP-17: weights, gradients and optimizer in 16 bits
 MIB = 2**20
 
 
 # The names of chapter 8's parameters cell, in its order.
 PARAMETERS = ("seeds", "threads", "device", "formats", "sizes", "fp16_max_n", "max_call_s",
               "matvec_n", "scaling_n", "copy_mib", "repeats", "warmup", "precisions",
-              "mlp_widths", "mlp_batch", "tf_depths", "tf_d_model", "tf_context", "tf_batch",
+              "pure_precisions", "mlp_widths", "mlp_batch", "tf_depths", "tf_d_model",
+              "tf_context", "tf_batch",
               "time_steps", "step_repeats", "max_step_s", "accum_depth", "accum_ks",
-              "bench_width", "bench_batch", "bench_steps")
+              "bench_width", "bench_batch", "bench_steps", "cpu_steps")
 
 
 def check_parameters(p: dict) -> dict:
@@ -57,6 +60,9 @@ def check_parameters(p: dict) -> dict:
         raise v.ParameterError("precisions: must include '32-true' (the baseline) and a mixed "
                                f"precision; got {p['precisions']!r}")
     p["precisions"] = ["32-true"] + [x for x in p["precisions"] if x != "32-true"]
+    p["pure_precisions"] = [x for x in PURE_PRECISIONS
+                            if x in v.subset_of("pure_precisions", p["pure_precisions"],
+                                                list(PURE_PRECISIONS))]
     digits_train = len(tasks.load("digits", 0).y_train)
     p["mlp_widths"] = sorted(v.integers("mlp_widths", p["mlp_widths"], 1, 65536))
     v.integer("mlp_batch", p["mlp_batch"], 1, digits_train)
@@ -78,6 +84,7 @@ def check_parameters(p: dict) -> dict:
     v.integer("bench_width", p["bench_width"], 1, 65536)
     v.integer("bench_batch", p["bench_batch"], 1, digits_train)
     v.integer("bench_steps", p["bench_steps"], 1, 10_000)
+    v.integer("cpu_steps", p["cpu_steps"], 1, 10_000)
     return p
 
 
@@ -332,6 +339,75 @@ def accumulation_memory(models: StepModels, depth: int, precisions: Sequence[str
     return out
 
 
+def dataset_memory(models: StepModels, precisions: Sequence[str], seed: int) -> pd.DataFrame:
+    """MP-17's dataset side: the counted step of the smallest MLP on all of its training examples
+    and on the first half, per precision, beside the bytes of the dataset it trains from (the
+    Trainer keeps a dataset as loaded and casts each batch)."""
+    full = models.data["MLP"]
+    half = dataclasses.replace(full, x_train=full.x_train[:len(full.x_train) // 2],
+                               y_train=full.y_train[:len(full.y_train) // 2])
+    width = min(size for family, size in models.sizes if family == "MLP")
+    rows = []
+    set_matmul16("auto")  # byte counts only
+    try:
+        m0 = models.new("MLP", width, seed)
+        for p in precisions:
+            for data in (half, full):
+                step = memory.step_memory(m0, data, p, batch_size=models.batch["MLP"],
+                                          device=models.device)
+                rows.append({"precision": p, "examples": len(data.x_train),
+                             "dataset_bytes": memory.tensor_bytes(
+                                 [data.x_train, data.y_train, data.x_test, data.y_test]),
+                             "total_bytes": step["total_bytes"]})
+    finally:
+        set_matmul16("native")
+    return pd.DataFrame(rows)
+
+
+CPU_RUN_MAX = 256  # cap on cpu_runs' MLP width and batch: a GPU profile's sizes are not for CPUs
+
+
+def cpu_runs(models: StepModels, precisions: Sequence[str], seed: int,
+             steps: int) -> pd.DataFrame:
+    """MP-21: train the smallest MLP (width and batch capped at CPU_RUN_MAX) `steps` Adam steps on
+    the CPU at each precision with torch's own kernels (none emulated), whatever the chapter's
+    device. One row per precision: ran (no error), error, final_loss, finite (every loss
+    finite), skipped_steps (of the loss scaler)."""
+    data = models.data["MLP"].to("cpu")
+    width = min(CPU_RUN_MAX, *(size for family, size in models.sizes if family == "MLP"))
+    batch = min(CPU_RUN_MAX, models.batch["MLP"])
+    rows = []
+    for p in precisions:
+        model = tasks.model_for("digits", data, seed, hidden=[width, width])
+        try:
+            hist = Trainer(precision=p, steps=steps, batch_size=batch, seed=seed,
+                           eval_every=None, progress=False, device="cpu").fit(model, data)
+        except Exception as exc:  # noqa: BLE001 - that it fails, and how, is the measurement
+            rows.append({"precision": p, "ran": False, "error": f"{type(exc).__name__}: {exc}",
+                         "final_loss": math.nan, "finite": False, "skipped_steps": 0})
+            continue
+        rows.append({"precision": p, "ran": True, "error": "",
+                     "final_loss": float(hist.loss.iloc[-1]),
+                     "finite": bool(hist.loss.map(math.isfinite).all()),
+                     "skipped_steps": int(hist.skipped.sum())})
+    return pd.DataFrame(rows)
+
+
+def cpu_support() -> dict[str, object]:
+    """This CPU's kernel capability (`torch.backends.cpu.get_cpu_capability`), its 16-bit and
+    matrix-unit flags, and whether torch's kernels have native fp16 / bf16 arithmetic here."""
+    isa = provenance.cpu_info()["isa"]
+    capability = provenance.kernels()["cpu_capability"]
+    flags = {f: bool(isa.get(f)) for f in ("avx2", "avx512f", "avx512_bf16", "avx512_fp16",
+                                            "amx_bf16")}
+    native = {d: provenance.has_native_16bit(d, isa, capability) for d in ("bf16", "fp16")}
+    have = [f for f, on in flags.items() if on]
+    words = (f"{capability} kernels; flags: {', '.join(have) or 'none of ' + ', '.join(flags)}; "
+             f"native bf16: {'yes' if native['bf16'] else 'no'}, "
+             f"native fp16: {'yes' if native['fp16'] else 'no'}")
+    return {"capability": capability, "flags": flags, "native": native, "words": words}
+
+
 def trainer_overhead(models: StepModels, precisions: Sequence[str], width: int, batch: int,
                      steps: int, seed: int, repeats: int = 5, warmup: int = 1) -> pd.DataFrame:
     """The Trainer against the hand-written `plain_loop` on a 64-width-width-10 MLP, interleaved,
@@ -359,6 +435,6 @@ def trainer_overhead(models: StepModels, precisions: Sequence[str], width: int, 
     return table
 
 
-__all__ = ["StepModels", "accumulation_memory", "check_parameters", "kernel_table",
-           "matmul_grid", "memory_vs_32", "model_info", "speedups", "step_memory", "step_times",
-           "throughput", "trainer_overhead"]
+__all__ = ["StepModels", "accumulation_memory", "check_parameters", "cpu_runs", "cpu_support",
+           "dataset_memory", "kernel_table", "matmul_grid", "memory_vs_32", "model_info",
+           "speedups", "step_memory", "step_times", "throughput", "trainer_overhead"]

@@ -136,3 +136,34 @@ def widest_lines(latency: pd.DataFrame, sizes: pd.DataFrame, int8: str, int8_tim
         lines.append(f"{int8} speed-up over fp32 at batch {batch}, width {big}: {s:.2f}x "
                      f"({'at least' if s >= claimed else 'below'} the claim's {claimed:g}x)")
     return lines
+
+
+def counts_table(counts: pd.DataFrame) -> str:
+    """Q-5's exact counts as fixed text (the same on every machine): per format, the weights and
+    biases, what `model.parameters()` sees, the stored elements and bytes, and their dtypes."""
+    c = counts.set_index("format")
+    table = pd.DataFrame({
+        "weights+biases": c.parameters, "model.parameters()": c.parameters_api,
+        "stored elements": c.stored_elements, "stored bytes": c.stored_bytes,
+        "bytes / fp32": [f"{b / c.stored_bytes['fp32']:.4f}" for b in c.stored_bytes],
+        "stored dtypes": c.stored_dtypes})
+    return table.to_string()
+
+
+def counts_texts(counts: pd.DataFrame) -> dict[str, str]:
+    """Glue names -> text for the Q-5 section."""
+    c = counts.set_index("format")
+    base = int(c.parameters["fp32"])
+    others = c.drop("fp32")
+    ao = [f for f in c.index if "torch.ao" in f or "torchao" in f]
+    return {
+        "q5_params": str(base),
+        "q5_same": ("every one of them" if others.parameters.eq(base).all()
+                    else ", ".join(f for f in others.index if others.parameters[f] == base)),
+        "q5_bytes": ", ".join(f"{f} {c.stored_bytes[f] / c.stored_bytes['fp32']:.3f}"
+                              for f in others.index),
+        "q5_int4_elements": (str(int(c.stored_elements["int4"])) if "int4" in c.index
+                             else "not stored"),
+        "q5_api_ours": str(int(c.parameters_api.get("int8", 0))),
+        "q5_api_ao": str(int(c.parameters_api[ao[0]])) if ao else "not built",
+    }

@@ -677,3 +677,116 @@ def skipped_lines(skipped: pd.DataFrame) -> str:
         f"{r.precision} {r.family} {r.size} (seed {r.seed}): {r.reason}"
         for r in skipped.itertuples()) if len(skipped)
         else "Every precision was timed at every size.")
+
+
+# MP-17 and MP-21 --------------------------------------------------------------------------------
+MP17_PARTS = (("static_bytes", "weights + grads + Adam state", "#0072B2"),
+              ("activation_bytes", "saved activations", "#D55E00"),
+              ("total_bytes", "whole step", "#333333"))
+
+
+def mp17_ratios(mem: pd.DataFrame) -> pd.DataFrame:
+    """Per model size and 16-bit precision: each kind of counted bytes over 32-true's."""
+    rows = []
+    for (family, size), g in mem.groupby(["family", "size"], sort=False):
+        g = g.set_index("precision")
+        for p in g.index.drop("32-true"):
+            rows.append({"family": family, "size": size, "precision": p,
+                         **{col: g.loc[p, col] / g.loc["32-true", col]
+                            for col, _, _ in MP17_PARTS}})
+    return pd.DataFrame(rows)
+
+
+def fig_mp17(mem: pd.DataFrame, hardware: str) -> Figure:
+    """MP-17: per 16-bit precision, model state, saved activations and the whole step as a
+    fraction of 32-true's bytes (median over model sizes, bars from the smallest to the largest)."""
+    ratios = mp17_ratios(mem)
+    precs = list(dict.fromkeys(ratios.precision))
+    fig, ax = plotting.figure(width=7.5, height=4.2)
+    width = 0.8 / len(MP17_PARTS)
+    for j, (col, name, color) in enumerate(MP17_PARTS):
+        g = ratios.groupby("precision", sort=False)[col]
+        med, lo, hi = (g.median()[precs], g.min()[precs], g.max()[precs])
+        x = np.arange(len(precs)) + (j - (len(MP17_PARTS) - 1) / 2) * width
+        ax.bar(x, med, width=width * 0.95, color=color, label=name,
+               yerr=[med - lo, hi - med], capsize=3, ecolor="#777777")
+    ax.axhline(1, color="#333333", lw=0.8, ls="--")
+    ax.axhline(0.5, color="#999999", lw=0.8, ls=":")
+    ax.set_xticks(np.arange(len(precs)), precs)
+    ax.set_xlabel("precision (mixed: fp32 weights and optimizer; true: all 16-bit)")
+    ax.set_ylabel("counted bytes / 32-true bytes (ratio)")
+    n = ratios.groupby(["family", "size"]).ngroups
+    ax.set_title(f"Memory of one Adam step, {n} model sizes (bars: median, whiskers: range)")
+    ax.legend(fontsize=8, loc="upper right")
+    return plotting.sign(fig, hardware)
+
+
+def mp17_texts(mem: pd.DataFrame, dataset: pd.DataFrame) -> dict[str, str]:
+    """The glued sentences of the MP-17 section."""
+    r = mp17_ratios(mem)
+    by = r.groupby("precision", sort=False)
+    mixed = [p for p in by.groups if p.endswith("-mixed")]
+    pure = [p for p in by.groups if p.endswith("-true")]
+
+    def rng(precs: Sequence[str], col: str) -> str:
+        vals = r[r.precision.isin(precs)][col]
+        return f"{span(vals)}x" if len(vals) else "not counted"
+
+    ds = dataset.groupby("precision", sort=False)
+    examples = sorted(dataset.examples.unique())
+    same = bool(ds.total_bytes.nunique().eq(1).all())
+    return {
+        "mp17_mixed_static": rng(mixed, "static_bytes"),
+        "mp17_mixed_act": rng(mixed, "activation_bytes"),
+        "mp17_mixed_total": rng(mixed, "total_bytes"),
+        "mp17_pure_static": rng(pure, "static_bytes"),
+        "mp17_pure_act": rng(pure, "activation_bytes"),
+        "mp17_pure_total": rng(pure, "total_bytes"),
+        "mp17_examples": " and ".join(map(str, examples)),
+        "mp17_dataset_same": ("identical" if same else "different"),
+        "mp17_dataset_kib": f"{dataset.dataset_bytes.max() / 1024:.0f} KiB",
+    }
+
+
+def mp21_table(runs: pd.DataFrame, speed: pd.DataFrame, support: dict) -> pd.DataFrame:
+    """MP-21: per mixed precision, whether it ran on the CPU with a finite loss, its final loss,
+    whether this CPU has native instructions for its 16-bit format, and its step speed over
+    32-true from MP-7's timings (range over model sizes)."""
+    rows = []
+    for r in runs.itertuples():
+        sp = speed[speed.precision == r.precision].speedup.dropna()
+        fmt = "bf16" if r.precision.startswith("bf16") else "fp16"
+        rows.append({"precision": r.precision, "ran on the CPU": "yes" if r.ran else "no",
+                     "losses finite": "yes" if r.finite else "no",
+                     "final loss": f"{r.final_loss:.3f}" if r.ran else r.error,
+                     "native 16-bit kernels here": (f"{fmt}: yes" if support["native"][fmt]
+                                                    else f"{fmt}: no"),
+                     "step speed / 32-true (MP-7)": f"{span(sp)}x" if len(sp) else "not timed"})
+    return pd.DataFrame(rows)
+
+
+def mp21_texts(runs: pd.DataFrame, speed: pd.DataFrame, support: dict,
+               cpu_steps: int) -> dict[str, str]:
+    """The glued sentences of the MP-21 section."""
+    ok = runs[runs.ran & runs.finite].precision.tolist()
+    sp = speed[speed.precision.isin(runs.precision)].speedup.dropna()
+    return {"mp21_cpu_steps": str(cpu_steps),
+            "mp21_ran": ", ".join(ok) or "none of the mixed precisions",
+            "mp21_capability": str(support["capability"]),
+            "mp21_support": support["words"],
+            "mp21_speed": f"{span(sp)}x" if len(sp) else "not timed"}
+
+
+def mp17_facts(mem: pd.DataFrame, dataset: pd.DataFrame) -> list[str]:
+    """MP-17's facts that are exact on every machine (printed in a checked cell): model-state
+    bytes per 16-bit precision over 32-true's, whether the step's bytes stay the same on both
+    dataset sizes, and the dataset's bytes per precision over 32-true's."""
+    static = mp17_ratios(mem).groupby("precision", sort=False).static_bytes
+    lines = [f"{p}: weights + grads + Adam state = {span(r)}x 32-true's" for p, r in static]
+    same = bool(dataset.groupby("precision").total_bytes.nunique().eq(1).all())
+    examples = " and ".join(map(str, sorted(dataset.examples.unique())))
+    lines.append(f"step bytes identical on {examples} training examples, every precision: {same}")
+    ds = dataset.groupby("precision", sort=False).dataset_bytes.max()
+    lines.append("dataset bytes / 32-true's: " + ", ".join(
+        f"{p} {sig2(b / ds['32-true'])}" for p, b in ds.items()))
+    return lines

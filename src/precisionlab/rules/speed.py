@@ -1,5 +1,7 @@
-"""Rules for the size and speed claims: Q-2 (INT8 doubles speed and storage) and MP-7 (mixed
-precision greatly speeds up training and cuts memory).
+"""Rules for the size and speed claims: Q-2 (INT8 doubles speed and storage), Q-5 (lower
+precision means fewer parameters), MP-7 (mixed precision greatly speeds up training and cuts
+memory), MP-17 (half precision takes less memory, so larger datasets and models fit) and MP-21
+(mixed precision needs GPU-class hardware; support varies).
 
 Bytes are exact on every machine; speeds belong to the machine that measured them. So each rule
 states its storage or memory half from counted bytes and its speed half from ratios measured
@@ -143,3 +145,146 @@ def mp7(speed: pd.DataFrame, memory: pd.DataFrame, hardware: str,
     if max(act) >= 1:
         mem_part += " (autocast also saves 16-bit weight copies)"
     return Finding("MP-7", verdict, f"{speed_part}; {mem_part}", evidence, hardware)
+
+
+# Q-5 ------------------------------------------------------------------------------------------
+def q5(counts: pd.DataFrame, evidence: str = "tbl-q5") -> Finding:
+    """Q-5 from exact counts: columns format ('fp32' the baseline), parameters (the weights and
+    biases the model computes with) and stored_bytes; optional parameters_api (what
+    `model.parameters()` reports).
+
+    supported: every lower-precision format holds fewer parameters than fp32; refuted: none
+    does (the count is unchanged; only bytes can shrink); nuanced: some do. Counts are exact, so
+    no tolerance is needed."""
+    c = counts.set_index("format")
+    if "fp32" not in c.index or len(c) < 2:
+        raise ValueError("counts: needs a row with format 'fp32' and at least one other format")
+    base, base_bytes = int(c.parameters["fp32"]), int(c.stored_bytes["fp32"])
+    others = c.drop("fp32")
+    fewer = [f for f in others.index if others.parameters[f] < base]
+    if len(fewer) == len(others):
+        verdict = "supported"
+    elif not fewer:
+        verdict = "refuted"
+    else:
+        verdict = "nuanced"
+    same = [f for f in others.index if others.parameters[f] == base]
+    parts = [f"fp32 holds {base} weights and biases in {base_bytes} bytes"]
+    if same:
+        parts.append(f"{', '.join(same)} hold the same {base} in "
+                     + ", ".join(f"{sig2(others.stored_bytes[f] / base_bytes)}x"
+                                 for f in same) + " the bytes")
+    if fewer:
+        parts.append("fewer in " + ", ".join(f"{f} ({int(others.parameters[f])})" for f in fewer))
+    if "parameters_api" in c.columns:
+        hidden = [f for f in c.index if c.parameters_api[f] < c.parameters[f]]
+        if hidden:
+            parts.append("model.parameters() misses the packed or integer weights of "
+                         + ", ".join(f"{f} ({int(c.parameters_api[f])})" for f in hidden))
+    return Finding("Q-5", verdict, "; ".join(parts), evidence)
+
+
+# MP-17 ----------------------------------------------------------------------------------------
+# Memory counts as less when a precision's counted bytes are at most 0.9x of 32-true's: the
+# counts are exact, but a cut under 10 % lets no noticeably larger model, batch or dataset fit.
+MP17_CUT = 0.9
+
+
+def mp17(memory: pd.DataFrame, dataset: pd.DataFrame, evidence: str = "fig-mp17") -> Finding:
+    """MP-17 from counted bytes of one training step per model size and precision.
+
+    `memory`: columns family, size, precision (32-true and 16-bit ones), static_bytes (weights,
+    gradients, optimizer state), activation_bytes, total_bytes. `dataset`: columns precision,
+    examples, dataset_bytes (the dataset the step trains from), total_bytes (of the step).
+    A precision "takes less memory" at a size when its total is <= MP17_CUT of 32-true's; it
+    lets larger models fit when its static bytes are, larger datasets when its dataset bytes are.
+
+    supported: every 16-bit precision takes less memory and fits larger models at every size,
+    and fits larger datasets; refuted: no 16-bit precision takes less memory at any size;
+    nuanced: in between (e.g. only some precisions, or not the dataset)."""
+    mem = memory.set_index(["family", "size", "precision"])
+    sizes = list(dict.fromkeys(zip(memory.family, memory["size"], strict=True)))
+    low = [p for p in dict.fromkeys(memory.precision) if p != "32-true"]
+    if not low or not sizes or "32-true" not in set(memory.precision):
+        raise ValueError("memory: needs 32-true and at least one 16-bit precision")
+    ratios = {}
+    for p in low:
+        rows = [(mem.loc[(f, z, p)], mem.loc[(f, z, "32-true")]) for f, z in sizes
+                if (f, z, p) in mem.index]
+        ratios[p] = {k: [r[k] / b[k] for r, b in rows]
+                     for k in ("total_bytes", "static_bytes", "activation_bytes")}
+    ds = dataset.groupby("precision").dataset_bytes.max()
+    ds_ratio = {p: ds[p] / ds["32-true"] for p in low if p in ds.index}
+    less = {p: all(t <= MP17_CUT for t in r["total_bytes"]) for p, r in ratios.items()}
+    models = {p: all(t <= MP17_CUT for t in r["static_bytes"]) for p, r in ratios.items()}
+    never = all(min(r["total_bytes"]) > MP17_CUT for r in ratios.values())
+    data_fits = bool(ds_ratio) and all(r <= MP17_CUT for r in ds_ratio.values())
+    if never:
+        verdict = "refuted"
+    elif all(less.values()) and all(models.values()) and data_fits:
+        verdict = "supported"
+    else:
+        verdict = "nuanced"
+    per_prec = "; ".join(
+        f"{p}: step {span(r['total_bytes'])}x, weights+grads+optimizer {span(r['static_bytes'])}x,"
+        f" saved activations {span(r['activation_bytes'])}x" for p, r in ratios.items())
+    grows = dataset.groupby("precision").total_bytes.nunique().gt(1).any()
+    data_part = (f"the dataset takes {span(list(ds_ratio.values()))}x of its 32-true bytes "
+                 "(it is stored as loaded; batches are cast on the way in)" if ds_ratio
+                 else "the dataset was not counted")
+    data_part += (", and the step's bytes change with the dataset's size" if grows else
+                  f", and the step's bytes are identical for "
+                  f"{' and '.join(map(str, sorted(dataset.examples.unique())))} training "
+                  f"examples")
+    reason = (f"of 32-true's bytes, over {len(sizes)} model sizes: {per_prec}; less memory "
+              f"(<= {sig2(MP17_CUT)}x) for {', '.join(p for p in low if less[p]) or 'none'}, "
+              f"room for larger models for {', '.join(p for p in low if models[p]) or 'none'}; "
+              f"{data_part}")
+    return Finding("MP-17", verdict, reason, evidence)
+
+
+# MP-21 ----------------------------------------------------------------------------------------
+def mp21(runs: pd.DataFrame, speed: pd.DataFrame, capability: str, speed_device: str,
+         hardware: str, evidence: str = "tbl-mp21") -> Finding:
+    """MP-21 on this CPU, a device without tensor cores.
+
+    `runs`: columns precision (mixed ones), ran (no error), finite (final loss finite), error.
+    `speed`: MP-7's step speed-ups, columns family, size, precision, speedup (timed on
+    `speed_device`; 32-true's rows name the model sizes; a precision too slow to time at a size
+    has no row there, and counts as slower). `capability`: the CPU's kernel capability and
+    16-bit instruction sets, in words.
+
+    supported: some mixed precision failed to run, or gave a non-finite loss, on the CPU;
+    not testable here: it ran, but the speed was timed on a GPU, not on the weaker device;
+    refuted: it ran, with a step speed at least MP7_SLOWER of 32-true's at every size (no
+    hardware dependence shows); nuanced: it ran, but was slower (< MP7_SLOWER, or too slow to
+    time) at some size, so what the hardware supports sets the speed, not whether it runs."""
+    if runs.empty:
+        raise ValueError("runs: needs at least one mixed precision run on the CPU")
+    failed = runs[~(runs.ran & runs.finite)]
+    ran = ", ".join(runs.precision)
+    if len(failed):
+        why = "; ".join(f"{r.precision}: {r.error or 'non-finite loss'}"
+                        for r in failed.itertuples())
+        return Finding("MP-21", "supported", f"on this CPU ({capability}) {why}", evidence,
+                       hardware)
+    head = f"{ran} training steps ran on this CPU ({capability}) with finite losses"
+    if speed_device != "cpu":
+        return Finding("MP-21", "not testable here", f"{head}; their speed was timed on "
+                       f"{speed_device}, not on the CPU", evidence, hardware)
+    sizes = list(dict.fromkeys(zip(speed.family, speed["size"], strict=True)))
+    sp = speed.set_index(["family", "size", "precision"]).speedup
+    ratios = {p: [sp.get((f, z, p), math.nan) for f, z in sizes] for p in runs.precision}
+    slower = {p: sum(math.isnan(x) or x < MP7_SLOWER for x in r) for p, r in ratios.items()}
+    timed = [x for r in ratios.values() for x in r if not math.isnan(x)]
+    verdict = "nuanced" if any(slower.values()) else "refuted"
+
+    def ran_at(r: list[float]) -> str:
+        got = [x for x in r if not math.isnan(x)]
+        return f"{span(got)}x the step speed of 32-true" if got else "too slow to time"
+
+    detail = "; ".join(f"{p} {ran_at(r)} (slower at {slower[p]} of {len(sizes)} model sizes)"
+                       for p, r in ratios.items())
+    if not timed:
+        detail += ": no mixed-precision step could be timed"
+    return Finding("MP-21", verdict, f"{head}; {detail}", evidence, hardware)
