@@ -31,6 +31,8 @@ CHECK = "# NBVAL_CHECK_OUTPUT\n"
       "kept = []\nfor n in ns:\n    if n in slow:\n        continue\n    kept.append(n)",
       CHECK + "print(kept)"), "reads kept"),  # a timing guard decided which rows exist
     ((CHECK + "print(speed.speedup.max())",), "reads .speedup"),
+    (("import x as rep\nt = bench.interleaved(c)", "rows = []\nrows.append(t)",
+      CHECK + "print(rows)"), "reads rows"),  # imports exempt modules, not the lists they fill
     ((CHECK + "print(df['seconds'].sum())",), "reads 'seconds'"),
     ((CHECK + "claims.record(C, 'MP-7', v, r, 'fig', hardware=HW)",), "hardware-dependent"),
 ])
@@ -46,6 +48,9 @@ def test_a_checked_cell_that_measures_or_reads_a_timing_is_named(cells, fragment
     ("for p in bench.ratios(t, 'a').index:\n    pass", "for p in ['a']:\n    q = p",
      CHECK + "print(p, q)"),  # a loop variable reused over plain data
     ("%matplotlib inline\nflops = memory.matmul_flops(f)", CHECK + "print(flops)"),
+    # a library call drawing a figure of timings does not make the library a timing
+    ("from precisionlab.reports import speed as rep", "t = bench.interleaved(c)",
+     "rep.fig_step(t)", CHECK + "print(rep.facts(counts))"),
 ])
 def test_checked_cells_with_robust_facts_pass(cells):
     assert timing_leaks(notebook(*cells)) == []

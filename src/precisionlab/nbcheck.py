@@ -72,6 +72,12 @@ def _base_names(target: ast.AST) -> set[str]:
     return set()
 
 
+def _imported(tree: ast.AST) -> set[str]:
+    """Names bound by imports: modules and library functions, which a call does not mutate."""
+    return {(alias.asname or alias.name).split(".")[0] for node in ast.walk(tree)
+            if isinstance(node, (ast.Import, ast.ImportFrom)) for alias in node.names}
+
+
 def _bound_names(statements: list[ast.stmt]) -> set[str]:
     """Every name the statements (and those nested in them) assign or mutate."""
     names: set[str] = set()
@@ -87,10 +93,12 @@ def _bound_names(statements: list[ast.stmt]) -> set[str]:
     return names
 
 
-def _propagate(statements: list[ast.stmt], tainted: set[str]) -> None:
+def _propagate(statements: list[ast.stmt], tainted: set[str],
+               modules: frozenset[str] = frozenset()) -> None:
     """Follow timings through assignments, in order: a name assigned from a timing is tainted,
     a name plainly reassigned from something else is not any more. A branch on a timing (a
-    guard that skips what ran too slowly) taints all its loop or branch assigns."""
+    guard that skips what ran too slowly) taints all its loop or branch assigns. A call on an
+    imported name (`report.figure(timings)`) mutates nothing: `modules` are never tainted."""
     for stmt in statements:
         if isinstance(stmt, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             if _timing_uses(stmt, tainted):
@@ -105,7 +113,7 @@ def _propagate(statements: list[ast.stmt], tainted: set[str]) -> None:
                     tainted -= _base_names(stmt.target)
             branches = [n for n in ast.walk(stmt) if isinstance(n, (ast.If, ast.While, ast.IfExp))]
             if any(_timing_uses(n.test, tainted) for n in branches):
-                tainted |= _bound_names([stmt])
+                tainted |= _bound_names([stmt]) - modules
             for item in getattr(stmt, "items", []):
                 if item.optional_vars is not None and _timing_uses(item.context_expr, tainted):
                     tainted |= _base_names(item.optional_vars)
@@ -113,7 +121,7 @@ def _propagate(statements: list[ast.stmt], tainted: set[str]) -> None:
             bodies += [h.body for h in getattr(stmt, "handlers", [])]
             for _ in range(2):  # twice: a loop body feeds its own next iteration
                 for body in bodies:
-                    _propagate(body, tainted)
+                    _propagate(body, tainted, modules)
             continue
         value = getattr(stmt, "value", None)
         targets: set[str] = set()
@@ -123,7 +131,8 @@ def _propagate(statements: list[ast.stmt], tainted: set[str]) -> None:
             targets = _base_names(stmt.target)
         elif isinstance(stmt, ast.Expr) and isinstance(value, ast.Call) \
                 and isinstance(value.func, ast.Attribute):
-            targets = _base_names(value.func.value)  # rows.append(timed) mutates rows
+            # rows.append(timed) mutates rows; report.plot(timed) does not mutate a module
+            targets = _base_names(value.func.value) - modules
         if not targets or value is None:
             continue
         if _timing_uses(value, tainted):
@@ -144,9 +153,10 @@ def timing_leaks(notebook: dict) -> list[str]:
     tainted: set[str] = set()
     problems = []
     code = [c for c in notebook.get("cells", []) if c.get("cell_type") == "code"]
-    for index, cell in enumerate(code):
+    trees = [_parse("".join(cell.get("source", ""))) for cell in code]
+    modules = frozenset().union(*(_imported(tree) for tree in trees))
+    for index, (cell, tree) in enumerate(zip(code, trees, strict=True)):
         source = "".join(cell.get("source", ""))
-        tree = _parse(source)
         if CHECK_MARK in source:
             uses = sorted(set(_timing_uses(tree, tainted)))
             uses += ["records a hardware-dependent verdict (hardware=...)"
@@ -154,7 +164,7 @@ def timing_leaks(notebook: dict) -> list[str]:
                      and node.arg == "hardware"]
             if uses:
                 problems.append(f"code cell {index}: {'; '.join(uses)}")
-        _propagate(tree.body, tainted)
+        _propagate(tree.body, tainted, modules)
     return problems
 
 
