@@ -10,7 +10,7 @@ from precisionlab.experiments import scaling
 def test_configs_and_labels():
     names = [scaling.label(p, s) for p, s in scaling.configs([8, 16])]
     assert names == ["32-true", "bf16-mixed", scaling.NONE, "16-mixed, 2^8", "16-mixed, 2^16",
-                     scaling.DYNAMIC]
+                     scaling.DYNAMIC, "16-true"]
 
 
 def test_sweep_is_tidy_one_row_per_run(scaling_measured):
@@ -22,6 +22,18 @@ def test_sweep_is_tidy_one_row_per_run(scaling_measured):
     assert math.isnan(runs[runs.config == "32-true"].log2_scale.iloc[0])
     assert (runs.steps == 3).all() and runs.n_eval.iloc[0] > 0
     assert set(traces.seed) == {0, 1} and len(traces) == 2 * 3
+    fp32 = runs[runs.config == "32-true"]
+    assert (fp32.nonfinite_steps == 0).all() and fp32.first_nonfinite.isna().all()
+
+
+def test_sweep_counts_the_steps_a_16_true_adam_run_goes_non_finite(scaling_measured):
+    runs, *_ = scaling_measured
+    cast = runs[runs.config == "16-true"]
+    assert (cast.precision == "16-true").all() and len(cast) == 2
+    # Adam's eps is 0 in fp16, so the first update divides by zero wherever the second moment
+    # underflowed: the loss of step 2 is already NaN, and the NaN weights stay NaN
+    assert (cast.first_nonfinite == 2).all()
+    assert (cast.first_nonfinite + cast.nonfinite_steps == cast.steps + 1).all()
 
 
 def test_seeds_draw_their_own_split():

@@ -101,3 +101,55 @@ def test_ga3_nuanced_when_seeds_disagree():
 
 def test_ga3_one_seed_is_not_testable():
     assert rules.ga3(ga3_table({"16-true": [3.0]})).verdict == "not testable here"
+
+
+# GA-4: does accumulating over more micro-batches cut the error? (GA-3's tables, read the other way)
+
+def parts_table(growth: dict[str, list[float]]) -> pd.DataFrame:
+    """Per accumulator alone, the same shape as `ga3_table`."""
+    return ga3_table(growth).rename(columns={"precision": "accumulator"})
+
+
+SHRINKS = [0.4, 0.45, 0.5]  # error at k = 256 well under 1/1.25 of k = 1
+SLIGHTLY_LESS = [0.99, 0.992, 0.988]  # beyond noise, but nowhere near the factor
+
+
+def test_ga4_refuted_when_no_setting_cuts_the_error_and_says_how_each_behaves():
+    f = rules.ga4(ga3_table({"16-mixed": SLIGHTLY_LESS, "bf16-true": GROWS}),
+                  parts_table({"fp32": GROWS}))
+    assert f.verdict == "refuted"
+    assert "16-mixed: no reduction: less by under the factor, beyond noise" in f.reason
+    assert "bf16-true: no reduction: adds error" in f.reason
+    assert "fp32 accumulator alone: no reduction: adds error" in f.reason
+    assert f.evidence == "tbl-ga4"
+
+
+def test_ga4_refuted_when_flat_or_undecided_but_never_by_the_factor():
+    f = rules.ga4(ga3_table({"16-mixed": FLAT + [1.0, 1.0],
+                            "16-true": [1.0, 1.3, 1.1, 1.5, 0.98]}))
+    assert f.verdict == "refuted"
+    assert "16-true: no reduction: undecided, but never by the factor" in f.reason
+    assert "16-mixed: no reduction: unchanged" in f.reason
+
+
+def test_ga4_supported_when_every_setting_cuts_the_error():
+    f = rules.ga4(ga3_table({"16-mixed": SHRINKS, "16-true": SHRINKS}),
+                  parts_table({"fp16": SHRINKS}))
+    assert f.verdict == "supported"
+    assert "fp16 accumulator alone: reduces" in f.reason
+
+
+def test_ga4_nuanced_when_some_settings_cut_it_and_others_do_not():
+    f = rules.ga4(ga3_table({"16-mixed": SHRINKS, "bf16-true": GROWS}))
+    assert f.verdict == "nuanced"
+
+
+def test_ga4_nuanced_when_seeds_leave_a_cut_open():
+    f = rules.ga4(ga3_table({"16-true": [0.3, 1.0, 1.6]}))
+    assert f.verdict == "nuanced"
+    assert "16-true: inconclusive" in f.reason
+
+
+def test_ga4_one_seed_is_not_testable():
+    f = rules.ga4(ga3_table({"16-true": [0.3]}), parts_table({"fp16": [0.3]}))
+    assert f.verdict == "not testable here"

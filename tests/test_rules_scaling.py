@@ -91,3 +91,70 @@ def test_one_seed_is_not_testable():
 def test_empty_table_is_an_error():
     with pytest.raises(ValueError, match="under"):
         scaling.ls1(under_table({}).reindex(columns=["task"]), runs_table([], []))
+
+
+# MP-24: one line (the precision policy alone) against 32-true, paired by seed.
+
+def loss_runs(tasks: list[str], diffs: dict[str, list[float]]) -> pd.DataFrame:
+    """Final train loss per task and seed: 32-true 0.5 + seed noise, each config that plus its
+    per-seed `diffs` (NaN: the run went non-finite at step 2)."""
+    rows = []
+    for task in tasks:
+        for seed in range(3):
+            base = 0.5 + 0.03 * seed
+            rows.append({"task": task, "seed": seed, "config": "32-true", "train_loss": base,
+                         "first_nonfinite": float("nan")})
+            for config, d in diffs.items():
+                rows.append({"task": task, "seed": seed, "config": config,
+                             "train_loss": base + d[seed],
+                             "first_nonfinite": 2.0 if d[seed] != d[seed] else float("nan")})
+    return pd.DataFrame(rows)
+
+
+NAN = [float("nan")] * 3
+WORSE = [0.3, 0.32, 0.31]  # far beyond the 0.05-nat margin
+NOISY = [0.2, -0.2, 0.01]  # interval much wider than the margin
+
+
+def test_mp24_nuanced_when_bf16_trains_but_fp16_underflows_and_the_cast_breaks():
+    runs = loss_runs(["a", "b"], {"bf16-mixed": SAME, scaling.NONE: SAME,
+                                  scaling.DYNAMIC: SAME, "16-true": NAN})
+    f = scaling.mp24(runs, under_table({"a": UNDERFLOW, "b": UNDERFLOW}))
+    assert f.verdict == "nuanced"
+    assert f.reason.startswith("one line suffices for bf16, one line is not enough for fp16")
+    assert "equivalent, but 8.7 % of its nonzero activation-gradient entries flush" in f.reason
+    assert "non-finite in 3 of 3 seeds from step 2" in f.reason
+    assert "16-mixed with the dynamic scaler: a" in f.reason and f.evidence == "tbl-mp24"
+
+
+def test_mp24_supported_when_one_line_trains_like_fp32_without_underflow():
+    runs = loss_runs(["a", "b"], {"bf16-mixed": SAME, scaling.NONE: SAME, "16-true": NAN})
+    f = scaling.mp24(runs, under_table({"a": TINY, "b": TINY}))
+    assert f.verdict == "supported"  # the 16-true cast breaking does not matter: autocast did it
+
+
+def test_mp24_the_cast_alone_can_carry_fp16():
+    runs = loss_runs(["a"], {"bf16-mixed": SAME, scaling.NONE: SAME, "16-true": SAME})
+    assert scaling.mp24(runs, under_table({"a": UNDERFLOW})).verdict == "supported"
+
+
+def test_mp24_refuted_when_no_one_line_change_trains_like_fp32():
+    runs = loss_runs(["a"], {"bf16-mixed": WORSE, scaling.NONE: WORSE, "16-true": NAN})
+    f = scaling.mp24(runs, under_table({"a": TINY}))
+    assert f.verdict == "refuted"
+    assert "higher" in f.reason
+
+
+def test_mp24_nuanced_when_noise_leaves_a_format_undecided():
+    runs = loss_runs(["a"], {"bf16-mixed": NOISY, scaling.NONE: SAME})
+    f = scaling.mp24(runs, under_table({"a": TINY}))
+    assert f.verdict == "nuanced"
+    assert "one line is undecided (within noise) for bf16, one line suffices for fp16" in f.reason
+
+
+def test_mp24_one_seed_is_not_testable_and_missing_configs_are_named():
+    runs = loss_runs(["a"], {"bf16-mixed": SAME, scaling.NONE: SAME})
+    one = runs[runs.seed == 0]
+    assert scaling.mp24(one, under_table({"a": UNDERFLOW[:1]})).verdict == "not testable here"
+    with pytest.raises(ValueError, match="bf16-mixed"):
+        scaling.mp24(runs[runs.config != "bf16-mixed"], under_table({"a": TINY}))

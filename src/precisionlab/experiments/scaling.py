@@ -3,7 +3,8 @@
 Two tasks, each seed drawing its own split and weights from `precisionlab.tasks`: "mlp" (an MLP
 on MNIST-1D) and "transformer" (a TinyTransformer on character windows). `sweep` trains every
 configuration (32-true, bf16-mixed, 16-mixed without scaling, at static scales, with the dynamic
-scaler) from the same weights and batches; `underflow` pauses a 32-true run at checkpoints and
+scaler, and 16-true: the whole model cast to fp16, which no scaler can serve) from the same
+weights and batches; `underflow` pauses a 32-true run at checkpoints and
 counts the gradient entries 16-mixed flushes at each scale (`amp.underflow`). Both return tidy
 tables; `precisionlab.reports.scaling` turns them into the chapter's tables, figures and
 glued prose.
@@ -15,6 +16,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from precisionlab import tasks
@@ -27,9 +29,11 @@ NONE, DYNAMIC = "16-mixed, no scaling", "16-mixed, dynamic"
 
 
 def configs(log2_scales: Sequence[int]) -> list[tuple[str, str | float]]:
-    """(precision, loss_scaler) of the sweep: references, no scaling, each static 2^k, dynamic."""
+    """(precision, loss_scaler) of the sweep: references, no scaling, each static 2^k, dynamic,
+    and 16-true (the model cast to fp16: no fp32 master copy, so no scaler)."""
     return ([("32-true", "none"), ("bf16-mixed", "none"), ("16-mixed", "none")]
-            + [("16-mixed", 2.0**k) for k in log2_scales] + [("16-mixed", "dynamic")])
+            + [("16-mixed", 2.0**k) for k in log2_scales] + [("16-mixed", "dynamic"),
+                                                              ("16-true", "none")])
 
 
 def label(precision: str, scaler: str | float) -> str:
@@ -61,8 +65,9 @@ def sweep(task: str, seeds: Sequence[int], log2_scales: Sequence[int], steps: in
 
     Returns (runs, traces): one row per run (task, config, precision, scaler, log2_scale, seed,
     train_loss on a training sample as large as the test split (n_eval), train_accuracy, test_loss,
-    test_accuracy, skipped_steps, steps, final_scale, skipped_share) and the dynamic scaler's
-    scale per step (task, seed, step, loss_scale, skipped, loss)."""
+    test_accuracy, skipped_steps, steps, final_scale, nonfinite_steps (steps whose training loss
+    was inf/NaN), first_nonfinite (the first such step, NaN if none), skipped_share) and the
+    dynamic scaler's scale per step (task, seed, step, loss_scale, skipped, loss)."""
     runs, traces = [], []
     for seed in seeds:
         data = load(task, seed, device, **model)  # type: ignore[arg-type]
@@ -77,6 +82,7 @@ def sweep(task: str, seeds: Sequence[int], log2_scales: Sequence[int], steps: in
             history = trainer.fit(net, data)
             train_loss, train_acc = trainer.evaluate(net, train_view)
             last = history.iloc[-1]
+            bad = ~np.isfinite(history.loss.to_numpy(dtype=float))
             static = not isinstance(scaler, str)
             runs.append({
                 "task": task, "config": label(precision, scaler), "precision": precision,
@@ -87,7 +93,8 @@ def sweep(task: str, seeds: Sequence[int], log2_scales: Sequence[int], steps: in
                 "train_accuracy": train_acc,
                 "test_loss": last.test_loss, "test_accuracy": last.test_metric,
                 "skipped_steps": int(history.skipped.sum()), "steps": len(history),
-                "final_scale": trainer.scaler.get_scale()})
+                "final_scale": trainer.scaler.get_scale(), "nonfinite_steps": int(bad.sum()),
+                "first_nonfinite": float(history.step[bad].min()) if bad.any() else math.nan})
             if scaler == "dynamic":
                 traces.append(history[["step", "loss_scale", "skipped", "loss"]]
                               .assign(task=task, seed=seed))

@@ -4,10 +4,26 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+
+from precisionlab import stats
+
+
+def _bars(table: pd.DataFrame, value: str, by: str) -> pd.DataFrame:
+    """Per `by`: the geometric mean of `value` over seeds (index) and its 95 % interval as error
+    bar lengths (`stats.summarize` on log10 values, for a log axis), columns mean, lo, hi; with
+    one seed, or a value <= 0, the arithmetic summary and zero-length bars where undefined."""
+    positive = bool((table[value] > 0).all())
+    t = table.assign(v=np.log10(table[value]) if positive else table[value])
+    s = stats.summarize(t, "v", by).set_index(by).sort_index()
+    back = (lambda x: 10.0**x) if positive else (lambda x: x)
+    mean = back(s["mean"])
+    low, high = back(s["low"]).fillna(mean), back(s["high"]).fillna(mean)
+    return pd.DataFrame({"mean": mean, "lo": mean - low, "hi": high - mean})
 
 
 def _med_range(s: pd.Series) -> str:
@@ -59,6 +75,43 @@ def error_table(ga3: pd.DataFrame, parts: pd.DataFrame, precisions: Sequence[str
     return table
 
 
+def error_ratios(ga3: pd.DataFrame, parts: pd.DataFrame) -> pd.DataFrame:
+    """Per setting (each precision, each accumulator alone): the error at the largest k over the
+    error at k = 1, paired by seed, as a factor with its 95 % interval (from the log-ratios), and
+    the seeds whose error fell. Columns setting, kind, ratio, low, high, n, fell."""
+    rows = []
+    for table, column, kind in [(ga3, "precision", "whole computation"),
+                                (parts, "accumulator", "accumulator alone")]:
+        for setting in dict.fromkeys(table[column]):
+            t = table[table[column] == setting]
+            k1, kmax = t.k.min(), t.k.max()
+            t = t[t.k.isin([k1, kmax])].assign(log_error=np.log(t.rel_error))
+            d = stats.paired_differences(t, "log_error", "k", kmax, k1)
+            iv = stats.interval(d)
+            rows.append({"setting": setting, "kind": kind, "k1": int(k1), "kmax": int(kmax),
+                         "ratio": math.exp(iv.mean), "low": math.exp(iv.low),
+                         "high": math.exp(iv.high), "n": iv.n, "fell": int((d < 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def ratio_table(ga3: pd.DataFrame, parts: pd.DataFrame) -> pd.DataFrame:
+    """GA-4's table: `error_ratios` for display, a factor below 1 meaning accumulation cut the
+    error."""
+    r = error_ratios(ga3, parts)
+    kmax, k1 = int(r.kmax.max()), int(r.k1.min())
+
+    def fmt(x: float) -> str:
+        return "?" if math.isnan(x) else f"{x:.3g}"
+
+    return pd.DataFrame({
+        "what is summed": r.kind, "setting": r.setting,
+        f"error at k = {kmax} / error at k = {k1} (paired by seed)": [
+            f"{fmt(a)} [{fmt(lo)}, {fmt(hi)}]" for a, lo, hi in zip(r.ratio, r.low, r.high,
+                                                                    strict=True)],
+        "seeds where the error fell": [f"{f} of {n}" for f, n in zip(r.fell, r.n, strict=True)],
+    }).set_index(["what is summed", "setting"])
+
+
 def facts(ga1: pd.DataFrame, ga2: pd.DataFrame, time: pd.DataFrame, ga3: pd.DataFrame,
           parts: pd.DataFrame, n_params: int) -> dict[str, str]:
     """The numbers the chapter's prose glues, as text."""
@@ -103,6 +156,14 @@ def facts(ga1: pd.DataFrame, ga2: pd.DataFrame, time: pd.DataFrame, ga3: pd.Data
     out["ga3_16true_1"] = f"{gmed['16-true'][1]:.2g}" if "16-true" in grad_precisions else "not run"
     mixed = [p for p in grad_precisions if p.endswith("mixed")]
     out["ga3_mixed_err"] = ", ".join(f"{gmed[p][1]:.2g} ({p})" for p in mixed) or "not run"
+    r = error_ratios(ga3, parts).set_index("setting")
+    whole = r[r.kind == "whole computation"]
+    alone = r[r.kind == "accumulator alone"]
+    out["ga4_whole"] = ", ".join(f"{x:.3g} ({p})" for p, x in whole.ratio.items())
+    out["ga4_alone"] = ", ".join(f"{x:.3g} ({a})" for a, x in alone.ratio.items())
+    out["ga4_mixed"] = ", ".join(f"{whole.ratio[p]:.3g} ({p})" for p in mixed) or "not run"
+    out["ga4_mixed_fell"] = ", ".join(f"{whole.fell[p]} of {whole.n[p]} ({p})"
+                                      for p in mixed) or "no"
     return out
 
 
@@ -124,13 +185,12 @@ def plot_distances(ga1: pd.DataFrame, precisions: Sequence[str], ks: Sequence[in
     for ax, p in zip(axes[0], precisions, strict=True):
         sub = ga1[ga1.precision == p]
         for c, style in comp.items():
-            g = sub[sub.comparison == c].groupby("k").rel_diff.agg(["median", "min", "max"])
-            ax.errorbar(g.index, g["median"], yerr=[g["median"] - g["min"], g["max"] - g["median"]],
-                        capsize=3, ms=5, lw=1.3, **style)
+            g = _bars(sub[sub.comparison == c], "rel_diff", "k")
+            ax.errorbar(g.index, g["mean"], yerr=[g.lo, g.hi], capsize=3, ms=5, lw=1.3, **style)
         for c, style in yard.items():
-            vals = sub[sub.comparison == c].rel_diff
-            ax.axhspan(vals.min(), vals.max(), color=style["color"], alpha=0.15, lw=0)
-            ax.axhline(vals.median(), color=style["color"], ls=style["ls"], lw=1.3,
+            g = _bars(sub[sub.comparison == c], "rel_diff", "k").iloc[0]
+            ax.axhspan(g["mean"] - g.lo, g["mean"] + g.hi, color=style["color"], alpha=0.15, lw=0)
+            ax.axhline(g["mean"], color=style["color"], ls=style["ls"], lw=1.3,
                        label=style["label"])
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
@@ -216,18 +276,18 @@ def plot_errors(ga3: pd.DataFrame, parts: pd.DataFrame, ks: Sequence[int], grad_
               "bf16-true": "bf16"}
     fig, (ax1, ax2) = plotting.figure(ncols=2, width=10, height=4.3, sharey=True)
     for p in dict.fromkeys(ga3.precision):
-        g = ga3[ga3.precision == p].groupby("k").rel_error.agg(["median", "min", "max"])
+        g = _bars(ga3[ga3.precision == p], "rel_error", "k")
         acc = "fp32" if p == "32-true" or p.endswith("mixed") else colors[p]
-        ax1.errorbar(g.index, g["median"], yerr=[g["median"] - g["min"], g["max"] - g["median"]],
+        ax1.errorbar(g.index, g["mean"], yerr=[g.lo, g.hi],
                      marker="o", ms=4, capsize=3, color=plotting.FORMAT_COLORS[colors[p]],
                      ls="--" if p.endswith("mixed") else "-", label=f"{p} (.grad in {acc})")
     k_arr = np.array(list(ks), dtype=float)
     for name in ["fp32", "fp16", "bf16"]:
-        g = parts[parts.accumulator == name].groupby("k").rel_error.agg(["median", "min", "max"])
+        g = _bars(parts[parts.accumulator == name], "rel_error", "k")
         c = plotting.FORMAT_COLORS[name]
-        ax2.errorbar(g.index, g["median"], yerr=[g["median"] - g["min"], g["max"] - g["median"]],
+        ax2.errorbar(g.index, g["mean"], yerr=[g.lo, g.hi],
                      marker="o", ms=4, capsize=3, color=c, label=f"{name} accumulator")
-        ax2.plot(k_arr, g["median"].iloc[0] * np.sqrt(k_arr), color=c, ls=":", lw=1)
+        ax2.plot(k_arr, g["mean"].iloc[0] * np.sqrt(k_arr), color=c, ls=":", lw=1)
     ax2.plot([], [], color="#777777", ls=":", lw=1, label="√k growth from k = 1 (guide)")
     for ax in (ax1, ax2):
         ax.set_xscale("log", base=2)

@@ -18,6 +18,9 @@ def loss_table(runs: pd.DataFrame, log2_scales: Sequence[int]) -> pd.DataFrame:
     """Per task and configuration: mean and 95 % interval over seeds of the final losses and
     test accuracy, the paired difference from 32-true, skipped steps."""
     def ci(s: pd.Series) -> str:
+        bad = int((~np.isfinite(s.to_numpy(dtype=float))).sum())
+        if bad:
+            return f"non-finite in {bad} of {len(s)} seeds"
         iv = stats.interval(s.to_numpy())
         return f"{iv.mean:.4g}" if iv.n < 2 else f"{iv.mean:.4g} [{iv.low:.4g}, {iv.high:.4g}]"
 
@@ -34,6 +37,90 @@ def loss_table(runs: pd.DataFrame, log2_scales: Sequence[int]) -> pd.DataFrame:
     table.columns = ["train loss", "train loss minus 32-true (same seed)", "test loss",
                      "test accuracy", "skipped steps (mean)"]
     return table
+
+
+ONE_LINE = {"bf16-mixed": "autocast to bf16 (one line)",
+            NONE: "autocast to fp16 (one line)",
+            DYNAMIC: "autocast to fp16 + dynamic loss scaler",
+            "16-true": "model and inputs cast to fp16 (one line)"}
+
+
+def one_line_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """MP-24's table: per task, each way to turn on 16-bit training against 32-true, paired by
+    seed: train loss and test accuracy differences (mean [95 % interval]), non-finite runs."""
+    def paired(part: pd.DataFrame, value: str, scale: float, unit: str) -> str:
+        diffs = stats.paired_differences(part, value, "config", config, "32-true")
+        if not np.isfinite(diffs.to_numpy(dtype=float)).all():
+            return "non-finite"
+        return stats.interval(diffs).text(scale, unit)
+
+    rows = []
+    for task in dict.fromkeys(runs.task):
+        t = runs[runs.task == task]
+        for config, change in ONE_LINE.items():
+            if config not in set(t.config):
+                continue
+            c = t[t.config == config]
+            bad = ~np.isfinite(c.train_loss.to_numpy(dtype=float))
+            first = c.first_nonfinite.min() if "first_nonfinite" in c else math.nan
+            rows.append({"task": TASK_NAMES[task], "configuration": config, "change": change,
+                         "train loss minus 32-true (nats)": paired(t, "train_loss", 1, ""),
+                         "test accuracy minus 32-true (pp)": paired(t, "test_accuracy", 100, ""),
+                         "seeds with non-finite loss": f"{int(bad.sum())} of {len(c)}",
+                         "first non-finite step": "-" if pd.isna(first) else f"{first:g}"})
+    return pd.DataFrame(rows).set_index(["task", "configuration"])
+
+
+def one_line_facts(runs: pd.DataFrame, margin: float) -> dict[str, str]:
+    """MP-24's glued numbers, keyed `<task>_<name>`: each one-line change's final train loss
+    minus 32-true (paired interval, nats) and whether it lies within `margin`; 16-true's
+    non-finite seeds and first non-finite step. A task not run (or run on one seed, which gives
+    no interval) says so."""
+    keys = {"bf16-mixed": "bf16", NONE: "none", DYNAMIC: "dyn"}
+    out: dict[str, str] = {}
+    for task in TASK_NAMES:
+        t = runs[runs.task == task]
+        if t.empty or t.seed.nunique() < 2:
+            why = "(not run)" if t.empty else "(one seed: no interval)"
+            found = {f"{k}_{w}": why for k in keys.values() for w in ("vs32", "within")}
+            found |= {"cast_bad": why, "cast_first": why}
+        else:
+            found = {}
+            for config, key in keys.items():
+                c = stats.compare(t, "train_loss", "config", config, "32-true", margin)
+                found[f"{key}_vs32"] = c.interval.text(1, " nats")
+                found[f"{key}_within"] = {
+                    "equivalent": "inside the margin", "higher": "above the margin, beyond noise",
+                    "lower": "below the margin, beyond noise"}.get(
+                        c.outcome, "neither inside nor outside the margin: its interval is wider")
+            cast = t[t.config == "16-true"]
+            bad = ~np.isfinite(cast.train_loss.to_numpy(dtype=float))
+            found["cast_bad"] = f"{int(bad.sum())} of {len(cast)}"
+            first = cast.first_nonfinite.min() if len(cast) else math.nan
+            found["cast_first"] = "no step" if pd.isna(first) else f"{first:g}"
+        out.update({f"{task}_{k}": v for k, v in found.items()})
+    words = [out[f"{t}_none_within"] for t in dict.fromkeys(runs.task)]
+    if words and all(w == "inside the margin" for w in words):
+        out["none_story"] = ("Inside the margin on every task, then: here the data cut against "
+                             "the expected story, and the gradients fp16 lost did not show in "
+                             "the final loss of these small models.")
+    elif "above the margin, beyond noise" in words:
+        out["none_story"] = ("On at least one task the run without a scaler ends worse than fp32 "
+                             "beyond the margin: the lost gradients cost training.")
+    else:
+        out["none_story"] = "The intervals do not settle whether the lost gradients cost training."
+    return out
+
+
+def adam_fp16_facts(eps: float = 1e-8, beta2: float = 0.999) -> dict[str, str]:
+    """Why Adam breaks on fp16 weights, from fp16 itself: its eps in fp16, and the smallest
+    gradient whose (1 - beta2) g^2 still rounds to nonzero in fp16 (second moment > 0)."""
+    import torch
+
+    eps16 = torch.tensor(eps, dtype=torch.float16).item()
+    tiny = 2.0**-25  # half fp16's smallest subnormal: anything at or below rounds to zero
+    g_min = math.sqrt(tiny / (1 - beta2))
+    return {"adam_eps": f"{eps:g}", "adam_eps16": f"{eps16:g}", "adam_gmin": f"{g_min:.1e}"}
 
 
 def best_scales(under: pd.DataFrame) -> dict[str, float]:

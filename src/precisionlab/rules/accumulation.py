@@ -1,8 +1,9 @@
-"""Verdicts on gradient accumulation (GA-1, GA-2, GA-3), from chapter 04's tables.
+"""Verdicts on gradient accumulation (GA-1 to GA-4), from chapter 04's tables.
 
 GA-1: accumulating k micro-batches simulates one batch k times larger. GA-2: accumulation cuts
 the computation of each iteration. GA-3: precision loss is especially bad with accumulation.
-Each rule can return the verdict that supports its claim and the one that contradicts it.
+GA-4 (the same article, elsewhere): accumulation is a way to reduce precision loss. Each rule
+can return the verdict that supports its claim and the one that contradicts it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ FLOP_TOL = 0.01
 # is at least 1.25 times that at k = 1 (beyond noise), "unaffected" when the paired interval of the
 # ratio lies within 1/1.25 to 1.25: a quarter more error is the smallest change worth a warning.
 WORSE_FACTOR = 1.25
+# GA-4: accumulation "reduces" a setting's error when the error at the largest k is at most
+# 1/1.25 = 0.8 times that at k = 1 (beyond noise): the same smallest change worth naming as
+# GA-3's, in the other direction. It shows no reduction when the whole paired interval of the
+# ratio lies above 0.8.
+REDUCE_FACTOR = WORSE_FACTOR
 MIN_SEEDS = 2  # a paired interval needs two seeds
 
 
@@ -147,3 +153,66 @@ def ga3(errors: pd.DataFrame, parts: pd.DataFrame | None = None,
     if worse and fine:
         reason += f": worse with {', '.join(worse)}, not with {', '.join(fine)}"
     return Finding("GA-3", verdict, reason, evidence)
+
+
+def _log_ratio(table: pd.DataFrame, column: str, setting: str) -> stats.Interval:
+    """Paired-by-seed interval of log(error at the largest k / error at the smallest k) for the
+    rows of `table` whose `column` is `setting`."""
+    t = table[table[column] == setting]
+    t = t[t.k.isin([t.k.min(), t.k.max()])].assign(log_error=lambda d: np.log(d.rel_error))
+    return stats.paired(t, "log_error", "k", t.k.max(), t.k.min())
+
+
+def _reduction(iv: stats.Interval) -> str:
+    """'reduces', 'no reduction' (with how: adds, unchanged, less but under the factor, or
+    undecided but never the factor) or 'inconclusive', for one setting's log-ratio interval."""
+    limit = math.log(REDUCE_FACTOR)
+    if iv.high < 0 and iv.mean <= -limit:
+        return "reduces"
+    if iv.low > -limit:
+        if iv.low > 0:
+            return "no reduction: adds error"
+        if iv.within(limit):
+            return ("no reduction: less by under the factor, beyond noise" if iv.high < 0
+                    else "no reduction: unchanged")
+        return "no reduction: undecided, but never by the factor"
+    return "inconclusive"
+
+
+def ga4(errors: pd.DataFrame, parts: pd.DataFrame | None = None,
+        evidence: str = "tbl-ga4") -> Finding:
+    """GA-4 from GA-3's tables: `errors` (seed, precision, k, rel_error), the accumulated
+    gradient at each precision against the exact one, and optionally `parts` (seed,
+    accumulator, k, rel_error), exact parts summed in each accumulator dtype. Per setting, the
+    paired log-ratio of the error at the largest k to k = 1: 'reduces' (beyond noise, by at
+    least REDUCE_FACTOR), 'no reduction' (the whole interval above 1/REDUCE_FACTOR) or
+    inconclusive. Supported if every setting reduces, refuted if none shows a reduction,
+    nuanced otherwise; not testable with fewer than MIN_SEEDS seeds."""
+    tables = [(errors, "precision", "")] + ([(parts, "accumulator", " accumulator alone")]
+                                            if parts is not None else [])
+    n = min(t.seed.nunique() for t, _, _ in tables)
+    if n < MIN_SEEDS:
+        return Finding("GA-4", "not testable here", f"gradient error measured on {n} seed(s); a "
+                       f"paired interval needs at least {MIN_SEEDS}", evidence)
+    words, texts = {}, []
+    for table, column, suffix in tables:
+        for setting in dict.fromkeys(table[column]):
+            iv = _log_ratio(table, column, setting)
+            name = f"{setting}{suffix}"
+            words[name] = _reduction(iv)
+            texts.append(f"{math.exp(iv.mean):.3g}x [{math.exp(iv.low):.3g}, "
+                         f"{math.exp(iv.high):.3g}] ({name}: {words[name]})")
+    kinds = {w.split(":")[0] for w in words.values()}
+    if kinds == {"reduces"}:
+        verdict = "supported"
+    elif kinds == {"no reduction"}:
+        verdict = "refuted"
+    else:
+        verdict = "nuanced"
+    kmax, k1 = int(errors.k.max()), int(errors.k.min())
+    lead = {"supported": "more micro-batches cut the error everywhere",
+            "refuted": "more micro-batches never cut the error by the factor"}.get(
+                verdict, "more micro-batches cut the error in some settings only")
+    reason = (f"{lead}: error against the exact gradient at k = {kmax} over k = {k1}, paired by "
+              f"seed (n={n}, a cut needs <= 1/{REDUCE_FACTOR:g}): " + ", ".join(texts))
+    return Finding("GA-4", verdict, reason, evidence)

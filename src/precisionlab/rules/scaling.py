@@ -1,4 +1,5 @@
-"""The verdict on loss scaling (LS-1), from chapter 03's tables.
+"""The verdicts on loss scaling (LS-1) and on mixed precision as one line (MP-24), from chapter
+03's tables.
 
 LS-1 says two things: the seed articles never mention loss scaling, and without it fp16
 gradients underflow. The first is a reading of the articles; the second is measured. The rule
@@ -7,6 +8,10 @@ judges the underflow: on each trained task, the share of nonzero activation-grad
 scale that never overflowed brings back, paired by seed. What training without a scaler ends at
 (test accuracy against the dynamic scaler, paired by seed) is the consequence, stated in the
 reason whichever way it goes.
+
+MP-24 says that turning on mixed precision takes nothing but a change of precision policy. The
+rule asks, per format, whether some one-line change (autocast alone, or casting the model)
+trains like fp32, paired by seed, with gradients intact (LS-1's underflow test).
 """
 
 from __future__ import annotations
@@ -32,7 +37,15 @@ CUT_MIN = 2.0
 ACC_MARGIN = 0.01
 # A paired interval needs at least two seeds; with fewer the rule cannot judge noise.
 MIN_SEEDS = 2
+# MP-24: a one-line run "trains like fp32" on a task when its final train loss minus that of the
+# 32-true run of the same seed has its 95 % interval inside +-0.05 nats. e^0.05 = 1.05: a 5 %
+# change of the loss's perplexity, the smallest change in how well a model fits its training
+# data that we would call a different outcome of training. Train loss rather than test
+# accuracy because the claim is about training, and a few hundred test examples move accuracy
+# by a point when one borderline example flips.
+LOSS_MARGIN = 0.05
 NONE, DYNAMIC = "16-mixed, no scaling", "16-mixed, dynamic"
+FP32, BF16, CAST16 = "32-true", "bf16-mixed", "16-true"
 
 
 def _underflow(under: pd.DataFrame, task: str) -> dict:
@@ -118,3 +131,89 @@ def ls1(under: pd.DataFrame, runs: pd.DataFrame, evidence: str = "fig-flushed") 
     reason = (f"{lead}: {'; '.join(parts)}; what it costs: final test accuracy without scaling "
               f"minus with the dynamic scaler {', '.join(consequence)}")
     return Finding("LS-1", verdict, reason, evidence)
+
+
+def _candidate(runs: pd.DataFrame, task: str, config: str, under: pd.DataFrame | None
+               ) -> tuple[str, str]:
+    """One one-line configuration on one task: 'like' (trains like fp32, gradients intact),
+    'fails' (a non-finite run, a train loss higher beyond noise and not within the margin, or
+    LS-1's underflow) or
+    'unclear', with the text the reason gives."""
+    r = runs[(runs.task == task) & runs.config.isin([config, FP32])]
+    cand = r[r.config == config]
+    bad = int((~np.isfinite(cand.train_loss.to_numpy(dtype=float))).sum())
+    if bad:
+        first = cand.get("first_nonfinite", pd.Series(dtype=float)).min()
+        since = "" if pd.isna(first) else f" from step {first:g}"
+        return "fails", f"{task}: loss non-finite in {bad} of {len(cand)} seeds{since}"
+    c = stats.compare(r, "train_loss", "config", config, FP32, LOSS_MARGIN)
+    status = {"equivalent": "like", "higher": "fails"}.get(c.outcome, "unclear")
+    text = f"{task} {c.interval.text(1, ' nats')} {c.outcome}"
+    if under is not None and task in set(under.task):
+        f = _underflow(under, task)
+        flows = _outcome(f)
+        if flows == "underflows":
+            status = "fails"
+            text += (f", but {sig2(100 * f['share'].mean)} % of its nonzero activation-gradient "
+                     f"entries flush (LS-1)")
+        elif flows == "inconclusive" and status == "like":
+            status, text = "unclear", text + ", underflow inconclusive (LS-1)"
+    return status, text
+
+
+def _across(statuses: list[str]) -> str:
+    """A candidate over all tasks: 'suffices' if like fp32 on each, 'fails' if it fails on one."""
+    if "fails" in statuses:
+        return "fails"
+    return "suffices" if set(statuses) == {"like"} else "unclear"
+
+
+def mp24(runs: pd.DataFrame, under: pd.DataFrame, evidence: str = "tbl-mp24") -> Finding:
+    """MP-24 from `runs` (task, seed, config, train_loss, optional first_nonfinite; configs
+    32-true, bf16-mixed, '16-mixed, no scaling', optionally '16-mixed, dynamic' and 16-true)
+    and `under` (LS-1's underflow rows, for 16-mixed without a scaler).
+
+    A one-line change trains like fp32 on a task when its final train loss minus 32-true's,
+    paired by seed, lies within +-LOSS_MARGIN, every run stays finite and (for 16-mixed without
+    a scaler) LS-1's test finds no underflow; it fails on a non-finite run, a loss higher beyond
+    noise and not within the margin, or underflow. One line suffices for a format when one of
+    its one-line changes (bf16: bf16-mixed; fp16: 16-mixed without a scaler, or 16-true) trains
+    like fp32 on every task; it needs more when all of them fail somewhere. supported: one line
+    suffices for both formats; refuted: both need more; nuanced: anything else (one format
+    only, or undecided); not testable here: fewer than MIN_SEEDS seeds. The reason also gives
+    16-mixed with the dynamic scaler against 32-true."""
+    for name in (FP32, BF16, NONE):
+        if name not in set(runs.config):
+            raise ValueError(f"runs: no {name!r} rows; configs: {', '.join(runs.config.unique())}")
+    n_seeds = runs.groupby("task").seed.nunique().min()
+    if n_seeds < MIN_SEEDS:
+        return Finding("MP-24", "not testable here", f"trained on {n_seeds} seed(s); a paired "
+                       f"interval needs at least {MIN_SEEDS}", evidence)
+    tasks = list(dict.fromkeys(runs.task))
+    formats = {"bf16": [BF16], "fp16": [NONE] + ([CAST16] if CAST16 in set(runs.config) else [])}
+    names = {BF16: "bf16-mixed (autocast alone)", NONE: "16-mixed without a scaler",
+             CAST16: "16-true (model cast to fp16)"}
+    state, parts = {}, []
+    for fmt, candidates in formats.items():
+        found = []
+        for config in candidates:
+            per = [_candidate(runs, t, config, under if config == NONE else None) for t in tasks]
+            found.append(_across([s for s, _ in per]))
+            parts.append(f"{names[config]}: {', '.join(text for _, text in per)}")
+        state[fmt] = ("suffices" if "suffices" in found else
+                      "needs more" if set(found) == {"fails"} else "unclear")
+    if DYNAMIC in set(runs.config):
+        per = [_candidate(runs, t, DYNAMIC, None)[1] for t in tasks]
+        parts.append(f"16-mixed with the dynamic scaler: {', '.join(per)}")
+    if state["bf16"] == state["fp16"] == "suffices":
+        verdict, lead = "supported", "one line trains like fp32 in bf16 and in fp16"
+    elif state["bf16"] == state["fp16"] == "needs more":
+        verdict, lead = "refuted", "no one-line change trains like fp32, in bf16 or in fp16"
+    else:
+        verdict = "nuanced"
+        words = {"suffices": "one line suffices", "needs more": "one line is not enough",
+                 "unclear": "one line is undecided (within noise)"}
+        lead = f"{words[state['bf16']]} for bf16, {words[state['fp16']]} for fp16"
+    reason = (f"{lead}; final train loss minus 32-true, paired by seed (margin +-"
+              f"{sig2(LOSS_MARGIN)} nats): {'; '.join(parts)}")
+    return Finding("MP-24", verdict, reason, evidence)
