@@ -41,3 +41,33 @@ def test_autocast_probe_lowers_matmuls_and_keeps_losses_in_fp32_on_cpu():
     assert table.loc[["cross_entropy", "mse_loss"], "bf16 input"].eq("fp32").all()
     # CPU autocast leaves softmax in the dtype it is given (CUDA autocast would run it in fp32)
     assert table.loc["softmax", "bf16 input"] == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+def test_amp_optimizer_step_reads_and_writes_only_fp32(precision):
+    k = kinds(precision)
+    assert k["optimizer.step() operands"] == k["optimizer.step() results"] == "fp32"
+
+
+def test_autocast_results_show_lowered_ops_returning_16_bit():
+    from precisionlab.amp.anatomy import autocast_results
+
+    t = autocast_results("cpu", torch.float16).set_index(["op", "input"])
+    assert t.loc[("linear", "fp32"), ["computed", "output"]].tolist() == ["fp16", "fp16"]
+    assert t.loc[("relu", "fp32"), ["computed", "output"]].tolist() == ["fp32", "fp32"]
+    # a loss on autocast's fp32 list computes in fp32 even from a 16-bit input
+    assert t.loc[("cross_entropy", "fp16"), ["computed", "output"]].tolist() == ["fp32", "fp32"]
+
+
+def test_half_update_losses_count_updates_below_half_an_fp16_ulp():
+    from precisionlab.amp.anatomy import half_update_losses
+
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.SGD([w], lr=1.0)
+    w.grad = torch.tensor([1e-4, 1e-2, 0.0, -1e-4])  # wanted: 3; below 2^-11 at 1: 2
+    with half_update_losses(torch.float16) as lost:
+        opt.step()
+    assert lost == [pytest.approx(2 / 3)]
+    assert w.detach()[0] == torch.tensor(1.0) - 1e-4  # the real step is unchanged (fp32)
+    opt.step()  # outside the context: nothing recorded
+    assert len(lost) == 1

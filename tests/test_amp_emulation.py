@@ -136,3 +136,16 @@ def test_emulation_leaves_saved_activation_bytes_unchanged():
         set_matmul16(mode)
         counts[mode] = step_memory(MLP([64, 48, 10]), data, "bf16-mixed", batch_size=32)
     assert counts["native"] == counts["emulated"]
+
+
+def test_applied_in_rounds_away_updates_below_half_the_spacing():
+    from precisionlab.amp.emulation import applied_in
+
+    before = torch.tensor([1.0, 1.0, 1000.0])
+    after = before + torch.tensor([-1e-4, -1e-3, 0.25])
+    got = applied_in(before, after, torch.float16)
+    assert got.dtype == torch.float32
+    # 1e-4 < 2^-12 (half the fp16 spacing below 1) is lost; 1e-3 is not; at 1000 the fp16
+    # spacing is 0.5, so 0.25 is a tie and rounds to even (1000 stays)
+    assert got.tolist() == [1.0, float(torch.tensor(1 - 1e-3).half()), 1000.0]
+    assert applied_in(before, after, torch.float32).tolist() == after.tolist()

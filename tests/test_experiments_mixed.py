@@ -117,3 +117,57 @@ def test_check_parameters_names_the_bad_parameter():
         X.check_parameters({**good, "stall_lr": -1})
     with pytest.raises(ParameterError, match="precisions: must include '16-mixed'"):
         X.check_parameters({**good, "precisions": ["32-true", "bf16-mixed"]})
+
+
+def test_result_dtypes_lowered_ops_return_16_bit_and_devices_are_checked():
+    r = X.result_dtypes(["cpu"])
+    f32 = X.device_independent(r)
+    assert set(f32.input) == {"fp32"}
+    lin = f32[f32.op == "linear"].set_index("autocast")
+    assert lin.loc["bf16", "output"] == "bf16" and lin.loc["fp16", "computed"] == "fp16"
+    X.check_device_independent(r)  # one device: nothing to disagree with
+    other = r.assign(device="cuda")
+    other.loc[(other.op == "softmax") & (other.input == "fp32"), "output"] = "bf16"
+    X.check_device_independent(pd.concat([r, other.assign(  # differs only on 16-bit inputs
+        output=r.output.where(r.input == "fp32", "fp32"))]))
+    with pytest.raises(ValueError, match="fp32-input rows under cuda"):
+        X.check_device_independent(pd.concat([r, other]))
+
+
+def test_step_flops_are_the_same_in_every_precision_and_match_the_shapes():
+    f = X.step_flops(["32-true", "bf16-mixed", "16-true"], hidden=[16], batch_size=8)
+    forward = 2 * 8 * (64 * 16 + 16 * 10)  # two linear layers: 2 FLOPs per multiply-add
+    assert (f.forward_flops == forward).all()
+    assert f.step_flops.nunique() == 1 and (f.backward_flops > f.forward_flops).all()
+    by = f.set_index("precision")
+    assert by.loc["bf16-mixed", "casts"] > by.loc["32-true", "casts"]
+
+
+def test_vanishing_update_is_lost_in_16_bits_only():
+    v = X.vanishing_update(1.0, -1e-4)
+    assert v["fp16"] == v["bf16"] == 1.0
+    assert v["fp32"] == pytest.approx(0.9999)
+
+
+def test_pure_runs_count_updates_the_fp16_scheme_would_lose():
+    p = X.pure_runs([0], sgd_lr=0.05, lr=1e-3, steps=3, hidden=[16])
+    assert p[p.precision.str.endswith("true")].lost_fp16_scheme.isna().all()
+    losses = X.update_losses(p)
+    assert len(losses) == 4 and set(losses.precision) == set(X.MIXED)
+    sgd = losses[losses.optimizer == "sgd"]
+    assert (sgd.lost_fp16_scheme > sgd.stalled).all()
+
+
+def test_one_step_updates_measure_output_errors_against_fp64():
+    u = X.one_step_updates([0], sgd_lr=0.05, warm_steps=3, hidden=[16]).set_index("step")
+    assert u.loc["32-true, lr", "out_rel_err_vs_fp64"] < 1e-5
+    assert u.loc["bf16-mixed, lr", "out_rel_err_vs_fp64"] > u.loc["32-true, lr",
+                                                                  "out_rel_err_vs_fp64"]
+    assert math.isnan(u.loc["32-true, lr/2", "out_rel_err_vs_fp64"])
+
+
+def test_policy_step_times_are_ratios_to_32_true():
+    t = X.policy_step_times(["32-true", "bf16-true"], width=8, batch=4, steps=1, repeats=5)
+    assert list(t.precision) == ["32-true", "bf16-true"]
+    assert t.set_index("precision").loc["32-true", "ratio_to_32-true"] == 1.0
+    assert (t.ms_per_step > 0).all()

@@ -43,3 +43,51 @@ def test_overhead_facts_say_whether_the_target_was_met():
 
 def test_bench_facts():
     assert report.bench_facts(8, 4, 5, 2)["bench_steps_text"] == "2"
+
+
+def _updates() -> pd.DataFrame:
+    rows = []
+    cases = [("32-true, lr", "32-true", 1e-7), ("bf16-mixed, lr", "bf16-mixed", 1e-2),
+             ("16-mixed, lr", "16-mixed", 1e-3), ("32-true, lr/2", "32-true", None)]
+    for seed in range(3):
+        for step, p, err in cases:
+            rows.append({"seed": seed, "step": step, "precision": p,
+                         "out_rel_err_vs_fp64": err, "grad_rel_err_vs_fp64": err})
+    return pd.DataFrame(rows)
+
+
+def test_error_figure_and_facts():
+    fig = report.plot_errors(_updates(), "test CPU")
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[0].get_ylabel()
+    assert all(ax.get_xlabel() for ax in fig.axes)
+    assert any("test CPU" in t.get_text() for t in fig.texts)
+    plt.close(fig)
+    assert report.error_facts(_updates())["mp20_out_bf16"] == "0.01"
+
+
+def test_update_loss_figure_draws_both_counts_per_amp_precision():
+    pure = _history("precision", ["16-mixed", "bf16-mixed", "16-true"]).assign(
+        skipped=False, lost_fp16_scheme=0.2)
+    pure = pd.concat([pure, pure.assign(optimizer="adam")], ignore_index=True)
+    fig = report.plot_update_losses(pure, "test CPU")
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "16-mixed: applied in fp16, cast back" in labels and len(labels) == 4
+    assert fig.axes[0].get_ylabel() and fig.axes[0].get_xlabel()
+    plt.close(fig)
+
+
+def test_pure_table_and_facts_pair_by_seed():
+    rows = [{"task": "digits", "seed": s, "precision": p, "diverged": p == "16-true",
+             "test_metric": {"16-true": 0.1, "bf16-true": 0.9}.get(p, 0.95) + 0.001 * s}
+            for s in range(3) for p in ["32-true", "16-mixed", "bf16-mixed", "16-true",
+                                        "bf16-true"]]
+    final = pd.DataFrame(rows)
+    times = pd.DataFrame({"precision": ["32-true", "16-true", "bf16-true"],
+                          "ratio_to_32-true": [1.0, 1.5, 1.25]})
+    t = report.pure_table(final, times).set_index("precision")
+    assert t.loc["16-true", "diverged"] == 3 and t.loc["bf16-true", "time/step vs 32-true"] == 1.25
+    assert t.loc["bf16-true", "acc - 32-true (pp)"].startswith("-5")
+    facts = report.pure_facts(final)
+    assert facts["mp26_higher"] == "nowhere" and "16-true on digits" in facts["mp26_lower"]
+    assert facts["mp26_fp16_diverged"] == "3 of 3"
+    assert report.speed_facts(times)["mp26_time_16-true"] == "1.50"

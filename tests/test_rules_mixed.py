@@ -186,3 +186,112 @@ def test_mp14():
     assert R.mp14(works, layer_runs(0.0)).verdict == "supported"
     assert R.mp14(works, layer_runs(0.3)).verdict == "nuanced"
     assert R.mp14(works, layer_runs(0.0, acc_fixed=0.5)).verdict == "nuanced"
+
+
+def results(back: set[str] = frozenset(), computed_low: bool = True) -> pd.DataFrame:
+    """result_dtypes-like rows: linear and matmul compute low (unless not computed_low); the
+    ops in `back` return fp32 after computing low; cross_entropy upcasts a low input."""
+    rows = []
+    for low in ("bf16", "fp16"):
+        for op in ("linear", "matmul", "relu", "cross_entropy"):
+            lowered = computed_low and op in ("linear", "matmul")
+            rows.append({"device": "cpu", "autocast": low, "op": op, "input": "fp32",
+                         "computed": low if lowered else "fp32",
+                         "output": "fp32" if op in back or not lowered else low})
+            rows.append({"device": "cpu", "autocast": low, "op": op, "input": low,
+                         "computed": "fp32" if op == "cross_entropy" else low,
+                         "output": "fp32" if op == "cross_entropy" else low})
+    return pd.DataFrame(rows)
+
+
+def test_mp15():
+    found = R.mp15(results())
+    assert found.verdict == "refuted" and "cross_entropy turn bf16 inputs into fp32" in \
+        found.reason
+    assert R.mp15(results(back={"linear", "matmul"})).verdict == "supported"
+    assert R.mp15(results(back={"linear"})).verdict == "nuanced"
+    assert R.mp15(results(computed_low=False)).verdict == "not testable here"
+
+
+def flops(mixed: dict[str, int]) -> pd.DataFrame:
+    rows = [{"precision": "32-true", "step_flops": 1000, "casts": 1}]
+    rows += [{"precision": p, "step_flops": f, "casts": 16} for p, f in mixed.items()]
+    return pd.DataFrame(rows)
+
+
+def test_mp16():
+    found = R.mp16(flops({"16-mixed": 1000, "bf16-mixed": 1000}))
+    assert found.verdict == "refuted" and "1,000" in found.reason
+    assert R.mp16(flops({"16-mixed": 1200, "bf16-mixed": 1000})).verdict == "refuted"
+    assert R.mp16(flops({"16-mixed": 500, "bf16-mixed": 500})).verdict == "supported"
+    assert R.mp16(flops({"16-mixed": 500, "bf16-mixed": 1000})).verdict == "nuanced"
+
+
+def step_tensors(results: dict[str, str]) -> pd.DataFrame:
+    """tensor_dtypes-like: kind x precision; `results` gives each AMP policy's step results."""
+    kinds = ["activation", "weight gradient (.grad)", "optimizer.step() operands",
+             "optimizer.step() results", "weight (master copy)", "optimizer state exp_avg"]
+    cols = {}
+    for p, res in results.items():
+        cols[p] = {k: ("bf16" if k == "activation" else
+                       res if k == "optimizer.step() results" else "fp32") for k in kinds}
+    return pd.DataFrame(cols)
+
+
+def update_loss_table(extra: float, noise=JITTER) -> pd.DataFrame:
+    rows = []
+    for opt in ("sgd", "adam"):
+        for p in ("16-mixed", "bf16-mixed"):
+            for seed, j in zip(SEEDS, noise, strict=True):
+                rows.append({"optimizer": opt, "precision": p, "seed": seed, "stalled": 0.0,
+                             "lost_fp16_scheme": extra + j})
+    return pd.DataFrame(rows)
+
+
+def test_mp18():
+    fp32 = step_tensors({"16-mixed": "fp32", "bf16-mixed": "fp32"})
+    found = R.mp18(fp32, update_loss_table(0.15))
+    assert found.verdict == "refuted" and "15 % of updates lost if applied in fp16" in found.reason
+    assert R.mp18(fp32, update_loss_table(0.0, noise=(-0.01, 0.0, 0.01))).verdict == "nuanced"
+    half = step_tensors({"16-mixed": "fp16", "bf16-mixed": "fp32, bf16"})
+    assert R.mp18(half, update_loss_table(0.15)).verdict == "supported"
+    some = step_tensors({"16-mixed": "fp16", "bf16-mixed": "fp32"})
+    assert R.mp18(some, update_loss_table(0.15)).verdict == "nuanced"
+
+
+def errors(out: dict[str, float], grad: dict[str, float]) -> pd.DataFrame:
+    u = updates(1.0, err=grad)
+    full = u.step.str.endswith(", lr")
+    u["out_rel_err_vs_fp64"] = [out[p] * (1 + 0.1 * s) if f else None
+                                for p, s, f in zip(u.precision, u.seed, full, strict=True)]
+    return u
+
+
+def test_mp20():
+    fp32_best = {"32-true": 1e-7, "bf16-mixed": 1e-3, "16-mixed": 1e-4}
+    found = R.mp20(errors(fp32_best, fp32_best))
+    assert found.verdict == "refuted" and "outputs bf16-mixed 0.0011" in found.reason
+    amp_best = {"32-true": 1e-3, "bf16-mixed": 1e-5, "16-mixed": 1e-5}
+    assert R.mp20(errors(amp_best, amp_best)).verdict == "supported"
+    assert R.mp20(errors(amp_best, fp32_best)).verdict == "nuanced"
+
+
+def times(pure_ratio: float) -> pd.DataFrame:
+    return pd.DataFrame({"precision": ["32-true", "16-mixed", "bf16-mixed", "16-true",
+                                       "bf16-true"],
+                         "ratio_to_32-true": [1.0, 1.1, 1.1, pure_ratio, pure_ratio]})
+
+
+def all_precisions(pure_diff: float, noise=JITTER) -> pd.DataFrame:
+    return final({"16-mixed": 0.0, "bf16-mixed": 0.0, "16-true": pure_diff,
+                  "bf16-true": pure_diff}, noise=noise)
+
+
+def test_mp26():
+    found = R.mp26(all_precisions(-0.05), times(0.5), "test CPU")
+    assert found.verdict == "refuted" and found.hardware == "test CPU"
+    assert "quality falls (16-true on digits, bf16-true on digits" in found.reason
+    assert R.mp26(all_precisions(0.0), times(1.3), "test CPU").verdict == "refuted"
+    assert R.mp26(all_precisions(0.05), times(0.5), "test CPU").verdict == "supported"
+    assert R.mp26(all_precisions(0.0), times(0.5), "test CPU").verdict == "nuanced"
+    assert R.mp26(all_precisions(0.05), times(1.3), "test CPU").verdict == "nuanced"

@@ -11,6 +11,9 @@ dtype; everything else (casts, softmax, the optimizer) runs as torch runs it.
 
 The switch is global, like `torch.set_float32_matmul_precision`: `set_matmul16("auto")` emulates
 on CPUs without native 16-bit arithmetic; the Trainer applies it to its 16-bit steps.
+
+`applied_in` emulates something else: an update applied to the weights in a 16-bit format and
+cast back to fp32 (one seed article's description of mixed precision, not what AMP does).
 """
 
 from __future__ import annotations
@@ -95,3 +98,12 @@ def matmul16(dtype: torch.dtype, device: str) -> Iterator[bool]:
         return
     with Emulated16BitMatmuls():
         yield True
+
+
+def applied_in(before: torch.Tensor, after: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The weights a step from `before` to `after` gives when its update is applied in `dtype`
+    and the result cast back: (before in `dtype` + (after - before) in `dtype`), added in
+    `dtype`, returned in `before`'s dtype. An update below half the spacing of `dtype` at the
+    weight is lost: 1 - 1e-4 is 1 in fp16 (its spacing at 1 is 2^-10)."""
+    update = (after - before).to(dtype)
+    return (before.to(dtype) + update).to(before.dtype)

@@ -9,6 +9,7 @@ data split and weights.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Sequence
@@ -19,8 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from precisionlab import bench, formats, stats, tasks
-from precisionlab.amp.anatomy import autocast_probe, step_dtypes, summarize
+from precisionlab import bench, formats, memory, stats, tasks
+from precisionlab.amp.anatomy import (
+    autocast_probe,
+    autocast_results,
+    half_update_losses,
+    step_dtypes,
+    summarize,
+)
+from precisionlab.amp.emulation import applied_in
 from precisionlab.amp.policy import get_policy
 from precisionlab.amp.trace import trace_dtypes
 from precisionlab.amp.trainer import Trainer, loss_and_accuracy, plain_loop
@@ -118,26 +126,100 @@ def autocast_table(device_types: Sequence[str] = ("cpu",)) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def result_dtypes(device_types: Sequence[str] = ("cpu",)) -> pd.DataFrame:
+    """Tidy `autocast_results` per device and autocast dtype: device, autocast (bf16/fp16), op,
+    input (fp32 or low), computed (what the arithmetic ran in), output (the dtype returned)."""
+    out = []
+    for device_type in device_types:
+        for dtype in (torch.bfloat16, torch.float16):
+            low = "bf16" if dtype == torch.bfloat16 else "fp16"
+            out.append(autocast_results(device_type, dtype).assign(device=device_type,
+                                                                   autocast=low))
+    cols = ["device", "autocast", "op", "input", "computed", "output"]
+    return pd.concat(out, ignore_index=True)[cols]
+
+
+def device_independent(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows of `result_dtypes` that come out the same under CPU and CUDA autocast: those
+    with an fp32 input. Both devices lower the same matmul-class ops here and leave the others
+    in fp32; what they do with a 16-bit input differs (CUDA runs softmax, log_softmax,
+    layer_norm, exp and sum in fp32, the CPU in the input's dtype), so those rows are not
+    printed where a checked cell must match on any device."""
+    return results[results.input == "fp32"]
+
+
+def check_device_independent(results: pd.DataFrame) -> None:
+    """Raise if the devices of `result_dtypes` disagree on a row `device_independent` keeps:
+    a checked cell prints those rows from one device as holding on every device."""
+    part = device_independent(results)
+    tables = {d: g.drop(columns="device").reset_index(drop=True)
+              for d, g in part.groupby("device", sort=False)}
+    first, reference = next(iter(tables.items()))
+    for d, table in tables.items():
+        if not table.equals(reference):
+            raise ValueError(f"results: the fp32-input rows under {d} autocast differ from "
+                             f"those under {first} autocast; print only rows both agree on")
+
+
+def step_flops(precisions: Sequence[str], hidden: Sequence[int] = (256, 256),
+               batch_size: int = 64, seed: int = 0) -> pd.DataFrame:
+    """One training step (forward, backward) of the chapter's digits MLP on one batch, per
+    precision: matmul FLOPs counted by torch's FlopCounterMode (`memory.matmul_flops`) forward
+    and backward, and from a dtype trace of the same step the aten ops and casts it runs.
+
+    Columns: precision, forward_flops, backward_flops, step_flops, aten_ops, casts."""
+    split = tasks.load("digits", seed)
+    x, y = split.x_train[:batch_size], split.y_train[:batch_size]
+    rows = []
+    for precision in precisions:
+        policy = get_policy(precision)
+        torch.manual_seed(seed)
+        model = policy.prepare_model(MLP([64, *hidden, 10]))
+        box: list[torch.Tensor] = []
+
+        def forward(model=model, policy=policy, box=box) -> None:
+            with policy.autocast("cpu"):
+                box.append(loss_and_accuracy(model(policy.prepare_input(x)), y)[0])
+        fwd = memory.matmul_flops(forward)
+        bwd = memory.matmul_flops(box.pop().backward)
+        model.zero_grad(set_to_none=True)
+        trace = trace_dtypes(lambda forward=forward, box=box: (forward(), box.pop().backward()))
+        rows.append({"precision": precision, "forward_flops": fwd, "backward_flops": bwd,
+                     "step_flops": fwd + bwd, "aten_ops": len(trace),
+                     "casts": int(trace.op.str.startswith("aten._to_copy").sum())})
+    return pd.DataFrame(rows)
+
+
+def vanishing_update(weight: float = 1.0, update: float = -1e-4) -> dict[str, float]:
+    """`weight + update` with the update applied in fp32, bf16 and fp16 (`applied_in`), as
+    float64 numbers: the exact values each format gives."""
+    w = torch.tensor([weight])
+    return {fmt: float(applied_in(w, w + update, dtype)) for fmt, dtype in
+            [("fp32", torch.float32), ("bf16", torch.bfloat16), ("fp16", torch.float16)]}
+
+
 # ------------------------------------------------------------------------ updates and errors ---
 
 def _step(model: nn.Module, precision: str, x: torch.Tensor, y: torch.Tensor,
-          lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One real SGD step of a copy of `model` at `precision`: (update, gradient), flat fp64.
-    16-mixed scales the loss by 2^16 and unscales the gradient before the step, as AMP does."""
+          lr: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One real SGD step of a copy of `model` at `precision`: (update, gradient, the forward
+    pass's outputs), flat fp64. 16-mixed scales the loss by 2^16 and unscales the gradient
+    before the step, as AMP does."""
     m = get_policy(precision).prepare_model(copy.deepcopy(model))
     policy = get_policy(precision)
     params = list(m.parameters())
     before = torch.cat([p.detach().double().flatten() for p in params])
     scale = 2.0**16 if policy.needs_loss_scaling else 1.0
     with policy.autocast(x.device.type):
-        loss, _ = loss_and_accuracy(m(policy.prepare_input(x)), y)
+        logits = m(policy.prepare_input(x))
+        loss, _ = loss_and_accuracy(logits, y)
     (loss * scale).backward()
     for p in params:
         p.grad.div_(scale)
     grad = torch.cat([p.grad.double().flatten() for p in params])
     torch.optim.SGD(params, lr=lr).step()
     after = torch.cat([p.detach().double().flatten() for p in params])
-    return after - before, grad
+    return after - before, grad, logits.detach().double().flatten()
 
 
 def one_step_updates(seeds: Sequence[int], sgd_lr: float, lr: float = 1e-3,
@@ -148,7 +230,9 @@ def one_step_updates(seeds: Sequence[int], sgd_lr: float, lr: float = 1e-3,
 
     Columns: seed, step, step_ratio (<update, fp32 update> / |fp32 update|^2: 1 = the fp32 step,
     0.5 = half of it), update_rel_diff_vs_fp32, and for the three precisions at full lr the
-    gradient's relative error and norm ratio against the fp64 gradient of the same batch."""
+    gradient's relative error and norm ratio against the fp64 gradient of the same batch, and
+    the relative error of the forward pass's outputs (logits) against fp64's
+    (out_rel_err_vs_fp64)."""
     rows = []
     for seed in seeds:
         split, base = tasks.make("digits", seed, hidden=list(hidden))
@@ -158,12 +242,12 @@ def one_step_updates(seeds: Sequence[int], sgd_lr: float, lr: float = 1e-3,
         g = torch.Generator().manual_seed(1000 + seed)
         idx = torch.randint(len(split.x_train), (batch_size,), generator=g).to(device)
         x, y = split.x_train[idx], split.y_train[idx]
-        _, g64 = _step(base, "64-true", x, y, sgd_lr)
-        d32, _ = _step(base, "32-true", x, y, sgd_lr)
+        _, g64, o64 = _step(base, "64-true", x, y, sgd_lr)
+        d32, _, _ = _step(base, "32-true", x, y, sgd_lr)
         variants = [("32-true, lr", "32-true", sgd_lr), ("bf16-mixed, lr", "bf16-mixed", sgd_lr),
                     ("16-mixed, lr", "16-mixed", sgd_lr), ("32-true, lr/2", "32-true", sgd_lr / 2)]
         for name, precision, rate in variants:
-            d, gp = _step(base, precision, x, y, rate)
+            d, gp, out = _step(base, precision, x, y, rate)
             full = name.endswith(", lr")
             rows.append({
                 "seed": seed, "step": name, "precision": precision,
@@ -171,6 +255,7 @@ def one_step_updates(seeds: Sequence[int], sgd_lr: float, lr: float = 1e-3,
                 "update_rel_diff_vs_fp32": float((d - d32).norm() / d32.norm()),
                 "grad_rel_err_vs_fp64": float((gp - g64).norm() / g64.norm()) if full else math.nan,
                 "grad_norm_ratio_vs_fp64": float(gp.norm() / g64.norm()) if full else math.nan,
+                "out_rel_err_vs_fp64": float((out - o64).norm() / o64.norm()) if full else math.nan,
                 "unit_roundoff": formats.FORMATS[{"32-true": "fp32", "bf16-mixed": "bf16",
                                                   "16-mixed": "fp16"}[precision]].unit_roundoff,
             })
@@ -248,7 +333,10 @@ def final_table(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 def pure_runs(seeds: Sequence[int], sgd_lr: float, lr: float, steps: int,
               hidden: Sequence[int] = (256, 256), device: str = "cpu") -> pd.DataFrame:
     """Digits MLP trained with SGD and with Adam at 16-true, bf16-true and their AMP twins,
-    logging the share of weights with a gradient that did not move (`stalled`) every step."""
+    logging the share of weights with a gradient that did not move (`stalled`) every step, and
+    for the AMP runs the share whose update would have been lost had the step been applied in
+    fp16 and cast back (`lost_fp16_scheme`, `anatomy.half_update_losses`; NaN on skipped steps
+    and in the pure runs)."""
     out = []
     splits = {seed: tasks.load("digits", seed) for seed in seeds}
     for opt, rate in [("sgd", sgd_lr), ("adam", lr)]:
@@ -256,11 +344,26 @@ def pure_runs(seeds: Sequence[int], sgd_lr: float, lr: float, steps: int,
             for precision in ("16-true", "bf16-true", "16-mixed", "bf16-mixed"):
                 model = tasks.model_for("digits", splits[seed], seed, hidden=list(hidden))
                 split = splits[seed]
-                h = Trainer(precision=precision, optimizer=opt, lr=rate, steps=steps, seed=seed,
-                            track_stalled=True, eval_every=max(steps // 10, 1), device=device,
-                            progress=False).fit(model, split)
+                mixed = get_policy(precision).mixed
+                count = half_update_losses(torch.float16) if mixed else contextlib.nullcontext()
+                with count as lost:
+                    h = Trainer(precision=precision, optimizer=opt, lr=rate, steps=steps,
+                                seed=seed, track_stalled=True, eval_every=max(steps // 10, 1),
+                                device=device, progress=False).fit(model, split)
+                h["lost_fp16_scheme"] = math.nan
+                if mixed:  # the hooks fire on the steps taken, not on skipped ones
+                    h.loc[~h.skipped.astype(bool), "lost_fp16_scheme"] = lost
                 out.append(h.assign(optimizer=opt, precision=precision, seed=seed))
     return pd.concat(out, ignore_index=True)
+
+
+def update_losses(pure: pd.DataFrame) -> pd.DataFrame:
+    """Per AMP run of `pure_runs` (optimizer, precision, seed): the mean share of wanted updates
+    lost per step by the real step (`stalled`) and by the fp16 scheme on the same states
+    (`lost_fp16_scheme`), over the steps taken (skipped ones left out of both)."""
+    amp = pure[pure.precision.isin(MIXED) & ~pure.skipped.astype(bool)]
+    return (amp.groupby(["optimizer", "precision", "seed"], sort=False)
+            [["stalled", "lost_fp16_scheme"]].mean().reset_index())
 
 
 def adam_underflow(fmt: str, beta1: float = 0.9, beta2: float = 0.999,
@@ -443,6 +546,25 @@ def close_pairs_runs(seeds: Sequence[int], steps: int = 200, lr: float = 1e-2,
 
 
 # ------------------------------------------------------------------------------- overhead ---
+
+def policy_step_times(precisions: Sequence[str], width: int, batch: int, steps: int,
+                      repeats: int, device: str = "cpu") -> pd.DataFrame:
+    """The Trainer's time per step at each precision, interleaved in one run on a digits MLP of
+    `width` (Adam): precision, median_s, iqr_over_median, ratio_to_32-true, ms_per_step.
+    On a CPU the 16-bit matmuls run as the Trainer runs them (`set_matmul16`)."""
+    split = tasks.load("digits", 0).to(device)
+    candidates = {}
+    for precision in precisions:
+        torch.manual_seed(0)
+        net = MLP([64, width, width, 10]).to(device)
+        candidates[precision] = lambda net=net, p=precision: Trainer(
+            precision=p, steps=steps, batch_size=batch, lr=1e-4, eval_every=None, device=device,
+            progress=False).fit(net, split)
+    times = bench.interleaved(candidates, repeats=repeats, warmup=1, device=device)
+    table = bench.ratios(times, "32-true").rename_axis("precision").reset_index()
+    table["ms_per_step"] = 1000 * table.median_s / steps
+    return table
+
 
 def trainer_overhead(precisions: Sequence[str], width: int, batch: int, steps: int,
                      repeats: int, device: str = "cpu") -> pd.DataFrame:

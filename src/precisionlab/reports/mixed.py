@@ -17,6 +17,7 @@ from matplotlib.figure import Figure
 from precisionlab import plotting, stats
 from precisionlab.claims import sig2
 from precisionlab.experiments import mixed as X
+from precisionlab.rules.mixed import ACC_MARGIN
 
 
 def band(ax: object, table: pd.DataFrame, y: str, by: str, scale: float = 1.0, x: str = "step",
@@ -202,3 +203,134 @@ def resolution_table(resolution: pd.DataFrame) -> pd.DataFrame:
                                    values="accuracy", sort=False)
     table.index = [f"{lo:.0e} to {hi:.0e}" for lo, hi in table.index]
     return (100 * table).round(1)
+
+
+# ------------------------------------------------------------ MP-15, MP-16, MP-18, MP-20, MP-26 ---
+
+def result_table(results: pd.DataFrame) -> pd.DataFrame:
+    """`result_dtypes` rows with an fp32 input (the device-independent ones) as op x (autocast,
+    computed / returned): what each op's arithmetic ran in and what it handed back."""
+    part = X.device_independent(results)
+    table = part.pivot_table(index="op", columns="autocast", values=["computed", "output"],
+                             aggfunc="first", sort=False)
+    table = table.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
+    return table.rename(columns={"output": "returned"}, level=1)
+
+
+def result_facts(results: pd.DataFrame) -> dict[str, str]:
+    """The CPU ops that compute in 16 bits and those that turn a 16-bit input into fp32."""
+    cpu = results[(results.device == "cpu") & (results.autocast == "bf16")]
+    lowered = cpu[(cpu.input == "fp32") & (cpu.computed == "bf16")].op
+    upcast = cpu[(cpu.input == "bf16") & (cpu.output == "fp32")].op
+    return {"mp15_lowered": ", ".join(lowered), "mp15_upcast": ", ".join(upcast) or "none"}
+
+
+def flops_facts(flops: pd.DataFrame) -> dict[str, str]:
+    """The traced step's aten ops and casts at 32-true and bf16-mixed, as the prose quotes them."""
+    by = flops.set_index("precision")
+    return {"mp16_ops_32": str(by.loc["32-true", "aten_ops"]),
+            "mp16_ops_bf16": str(by.loc["bf16-mixed", "aten_ops"]),
+            "mp16_casts_32": str(by.loc["32-true", "casts"]),
+            "mp16_casts_bf16": str(by.loc["bf16-mixed", "casts"]),
+            "mp16_mflop": f"{by.loc['32-true', 'step_flops'] / 1e6:.1f}"}
+
+
+def plot_update_losses(pure: pd.DataFrame, hardware: str) -> Figure:
+    """Per step, the share of wanted updates lost by the real AMP step and by the same updates
+    applied in fp16 and cast back, SGD and Adam panels."""
+    amp = pure[pure.precision.isin(X.MIXED) & ~pure.skipped.astype(bool)]
+    long = pd.concat([
+        amp.assign(update=amp.precision + ": real step (fp32)", lost=amp.stalled),
+        amp.assign(update=amp.precision + ": applied in fp16, cast back",
+                   lost=amp.lost_fp16_scheme)], ignore_index=True)
+    fig, axes = plotting.figure(ncols=2, width=10, height=4, sharey=True)
+    for ax, (opt_name, g) in zip(axes, long.groupby("optimizer", sort=False), strict=True):
+        band(ax, g, "lost", "update", scale=100, lw=1.4)
+        ax.set(xlabel="optimizer step", title=f"{opt_name.upper()} on digits, AMP runs")
+    axes[0].set_ylabel("wanted weight updates lost (%)")
+    axes[0].legend(fontsize=8)
+    return plotting.sign(fig, hardware)
+
+
+def update_loss_facts(losses: pd.DataFrame, pure_final: pd.DataFrame) -> dict[str, str]:
+    """Mean share of updates lost per step over the AMP runs of `update_losses`, per optimizer
+    (real step and fp16 scheme), and pure fp16 SGD's stalled share from `finals` of the pure
+    runs."""
+    by = losses.groupby("optimizer").mean(numeric_only=True)
+    facts = {f"mp18_{kind}_{opt}": f"{100 * by.loc[opt, col]:.2g} %"
+             for opt in by.index for kind, col in [("real", "stalled"),
+                                                   ("fp16", "lost_fp16_scheme")]}
+    sgd = pure_final[(pure_final.optimizer == "sgd") & (pure_final.precision == "16-true")]
+    return facts | {"mp18_pure_sgd": f"{100 * sgd.stalled.mean():.2g} %"}
+
+
+def plot_errors(updates: pd.DataFrame, hardware: str) -> Figure:
+    """Relative error of the forward outputs and of the gradient against fp64, per precision:
+    one dot per seed and the mean, on a log scale."""
+    full = updates[updates.step.str.endswith(", lr")]
+    order = ["32-true", "bf16-mixed", "16-mixed"]
+    fig, axes = plotting.figure(ncols=2, width=10, height=3.8, sharey=True)
+    for ax, (col, label) in zip(axes, [("out_rel_err_vs_fp64", "forward outputs (logits)"),
+                                       ("grad_rel_err_vs_fp64", "gradient")], strict=True):
+        for i, p in enumerate(order):
+            v = full[full.precision == p][col]
+            ax.scatter([i] * len(v), v, s=18, color=plotting.PALETTE[i], alpha=0.7)
+            ax.scatter([i], [np.exp(np.log(v).mean())], marker="_", s=400, color="#000000")
+        ax.set(xticks=range(len(order)), xticklabels=order, yscale="log", title=label,
+               xlabel="precision policy")
+    axes[0].set_ylabel("relative error against fp64 (unitless)")
+    return plotting.sign(fig, hardware)
+
+
+def error_facts(updates: pd.DataFrame) -> dict[str, str]:
+    """Geometric-mean relative errors of the outputs and the gradient against fp64 per
+    precision (2 significant digits), as the prose quotes them."""
+    full = updates[updates.step.str.endswith(", lr")]
+    facts = {}
+    for key, col in [("out", "out_rel_err_vs_fp64"), ("grad", "grad_rel_err_vs_fp64")]:
+        g = full.groupby("precision")[col].apply(lambda s: np.exp(np.log(s).mean()))
+        facts |= {f"mp20_{key}_{k}": sig2(g[p]) for k, p in
+                  [("fp32", "32-true"), ("bf16", "bf16-mixed"), ("fp16", "16-mixed")]}
+    return facts
+
+
+def pure_table(final: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
+    """Per task and pure policy: test accuracy minus 32-true's and minus its AMP twin's
+    (paired by seed, mean and 95 % interval, in pp), diverged runs, and the step time's ratio
+    to 32-true from `policy_step_times`."""
+    ratio = times.set_index("precision")["ratio_to_32-true"]
+    rows = []
+    for task, part in final.groupby("task", sort=False):
+        for p, amp in X.PURE.items():
+            vs32 = stats.paired(part, "test_metric", "precision", p, "32-true")
+            vsamp = stats.paired(part, "test_metric", "precision", p, amp)
+            rows.append({"task": task, "precision": p,
+                         "acc - 32-true (pp)": vs32.text(scale=100),
+                         "acc - AMP twin (pp)": vsamp.text(scale=100),
+                         "diverged": int(part[part.precision == p].diverged.sum()),
+                         "time/step vs 32-true": round(float(ratio[p]), 2)})
+    return pd.DataFrame(rows)
+
+
+def pure_facts(final: pd.DataFrame) -> dict[str, str]:
+    """bf16-true's and 16-true's test accuracy minus 32-true's per task (mean and 95 % interval
+    over seeds, pp), where they are higher or lower beyond the rules' ACC_MARGIN, and how many
+    16-true runs diverged, as the prose quotes them."""
+    facts, outcome = {}, {"higher": [], "lower": []}
+    for task, part in final.groupby("task", sort=False):
+        for p in X.PURE:
+            c = stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN)
+            facts[f"mp26_acc_{task}_{p}"] = c.interval.text(scale=100, unit=" pp")
+            outcome.get(c.outcome, []).append(f"{p} on {task}")
+    for key, found in outcome.items():
+        facts[f"mp26_{key}"] = f"for {', '.join(found)}" if found else "nowhere"
+    runs = final[final.precision == "16-true"]
+    facts["mp26_fp16_diverged"] = f"{int(runs.diverged.sum())} of {len(runs)}"
+    facts["mp26_margin"] = f"{100 * ACC_MARGIN:g} pp"
+    return facts
+
+
+def speed_facts(times: pd.DataFrame) -> dict[str, str]:
+    """The step-time ratios to 32-true of every timed policy, as the prose quotes them."""
+    ratio = times.set_index("precision")["ratio_to_32-true"]
+    return {f"mp26_time_{p}": f"{ratio[p]:.2f}" for p in ratio.index}

@@ -12,7 +12,7 @@ import pandas as pd
 
 from precisionlab import stats
 from precisionlab.claims import Finding, sig2
-from precisionlab.experiments.mixed import PURE, adam_underflow
+from precisionlab.experiments.mixed import MIXED, PURE, adam_underflow
 
 # "Same accuracy" = within 1 percentage point of test accuracy: a difference a reader of the
 # claims would not call a loss (digits' 450 test images: 1 image = 0.22 pp).
@@ -25,6 +25,10 @@ NORM_MARGIN = 0.05
 # Pure 16-bit training "stalls" when at least 5 % more of the wanted weight updates are lost
 # than with fp32 master weights (AMP loses about 0 %).
 STALL_MARGIN = 0.05
+# A step is "faster" when it takes at most 95 % of fp32's time: ratios measured interleaved in
+# one run on a shared machine wander by a few per cent from run to run, so a smaller gain is
+# not told apart from none.
+SPEED_MARGIN = 0.05
 
 LOW = {"16-mixed": "fp16", "bf16-mixed": "bf16"}
 
@@ -315,3 +319,181 @@ def mp14(errors: dict[str, str], final: pd.DataFrame) -> Finding:
     if not stalls and acc.outcome in ("equivalent", "higher"):
         return Finding("MP-14", "supported", text, "fig-article-layer")
     return Finding("MP-14", "nuanced", text, "fig-article-layer")
+
+
+# ------------------------------------------------------------------------------ MP-15 ---
+
+def mp15(results: pd.DataFrame) -> Finding:
+    """MP-15 (after a low-precision computation the result is converted back to the original
+    precision), from `result_dtypes` (device, autocast, op, input, computed, output). The ops
+    that compute in 16 bits from an fp32 input are the test: supported when every one of them
+    returns fp32, refuted when none does (their 16-bit results flow on as they are), nuanced
+    when some do; "not testable here" when no op computes in 16 bits. The reason also names the
+    ops that take a 16-bit input back to fp32 (autocast's fp32 list) per device."""
+    def sixteen(computed: str) -> bool:
+        return bool(set(computed.split(", ")) & {"bf16", "fp16"})
+
+    f32 = results[results.input == "fp32"]
+    low = f32[f32.computed.map(sixteen)]
+    if low.empty:
+        return Finding("MP-15", "not testable here", "no probed op computed in 16 bits under "
+                       "autocast", "tbl-mp15")
+    back = low[low.output == "fp32"]
+    parts = []
+    for (device, dtype), d in results.groupby(["device", "autocast"], sort=False):
+        lowered = d[(d.input == "fp32") & d.computed.map(sixteen)]
+        up = d[(d.input == dtype) & (d.output == "fp32")]
+        parts.append(f"{device} {dtype} autocast: {', '.join(lowered.op)} compute in {dtype} and "
+                     f"return {', '.join(sorted(set(lowered.output)))}; "
+                     f"{', '.join(up.op) or 'no op'} turn {dtype} inputs into fp32")
+    text = "; ".join(parts)
+    if back.empty:
+        return Finding("MP-15", "refuted", text + ": nothing converts a 16-bit result back; "
+                       "fp32 comes back only where an op on autocast's fp32 list consumes it",
+                       "tbl-mp15")
+    if len(back) == len(low):
+        return Finding("MP-15", "supported", text + ": every 16-bit result comes back in fp32",
+                       "tbl-mp15")
+    return Finding("MP-15", "nuanced", text + f": {len(back)} of {len(low)} 16-bit results come "
+                   "back in fp32", "tbl-mp15")
+
+
+# ------------------------------------------------------------------------------ MP-16 ---
+
+def mp16(flops: pd.DataFrame) -> Finding:
+    """MP-16 (mixed precision reduces the number of FLOPs), from `step_flops` (precision,
+    step_flops, casts): each AMP policy's matmul FLOPs per training step against 32-true's,
+    exact counts. Supported when every AMP policy counts fewer, refuted when none does (the
+    same or more), nuanced otherwise."""
+    by = flops.set_index("precision")
+    base = int(by.loc["32-true", "step_flops"])
+    counts = {p: int(by.loc[p, "step_flops"]) for p in MIXED}
+    fewer = [c < base for c in counts.values()]
+    text = (f"matmul FLOPs of one training step (forward + backward): 32-true {base:,}; " +
+            "; ".join(f"{p} {c:,} (ratio {c / base:g}, {int(by.loc[p, 'casts'])} casts vs "
+                      f"{int(by.loc['32-true', 'casts'])})" for p, c in counts.items()))
+    if not any(fewer):
+        return Finding("MP-16", "refuted", text + ": the same operations in narrower formats, "
+                       "plus casts", "tbl-mp16")
+    if all(fewer):
+        return Finding("MP-16", "supported", text + ": fewer FLOPs", "tbl-mp16")
+    return Finding("MP-16", "nuanced", text + ": fewer FLOPs for some policies only", "tbl-mp16")
+
+
+# ------------------------------------------------------------------------------ MP-18 ---
+
+STEP_KINDS = ("weight gradient (.grad)", "weight (master copy)", "optimizer")
+
+
+def mp18(tensors: pd.DataFrame, losses: pd.DataFrame) -> Finding:
+    """MP-18 (the update is computed in half precision, then cast back to fp32), from
+    `tensor_dtypes` (tensor kind x precision) and `update_losses` (optimizer, precision, seed,
+    stalled, lost_fp16_scheme) of the AMP runs.
+
+    Supported when, in every AMP policy, `optimizer.step()` computes 16-bit results; otherwise,
+    when .grad, master weights, optimizer state and the step's operands and results are all fp32
+    in every AMP policy, refuted if applying the same updates in fp16 and casting back loses more
+    of them than the real step, beyond noise (paired by seed) in some run group, and nuanced if
+    it loses no more on these runs (the description is wrong, but not in a way that shows here);
+    nuanced as well when the policies disagree."""
+    step = {p: {k: tensors.loc[k, p] for k in tensors.index if k.startswith(STEP_KINDS)}
+            for p in MIXED}
+    half = [any(x in step[p].get("optimizer.step() results", "") for x in ("fp16", "bf16"))
+            for p in MIXED]
+    all_fp32 = all(v == "fp32" for p in MIXED for v in step[p].values())
+    parts = []
+    extra = []
+    for (opt, precision), d in losses.groupby(["optimizer", "precision"], sort=False):
+        d = d.assign(extra=d.lost_fp16_scheme - d.stalled)
+        iv = stats.interval(d.extra)
+        extra.append(iv.low > 0)
+        parts.append(f"{opt.upper() if opt == 'sgd' else opt.capitalize()} {precision}: "
+                     f"{sig2(100 * d.lost_fp16_scheme.mean())} % of updates lost if applied in "
+                     f"fp16 vs {sig2(100 * d.stalled.mean())} % in the real step "
+                     f"({iv.text(scale=100, unit=' pp')})")
+    lost = "; ".join(parts)
+    if all(half):
+        return Finding("MP-18", "supported", "optimizer.step() computes in 16 bits in every AMP "
+                       "policy; " + lost, "fig-mp18")
+    if all_fp32:
+        text = (".grad, master weights, optimizer state and every operand and result of "
+                "optimizer.step() are fp32 in " + " and ".join(MIXED) + "; " + lost)
+        if any(extra):
+            return Finding("MP-18", "refuted", text + ": AMP computes the update in fp32, and "
+                           "the described scheme would lose updates it keeps", "fig-mp18")
+        return Finding("MP-18", "nuanced", text + ": AMP computes the update in fp32, but the "
+                       "described scheme loses no more updates on these runs", "fig-mp18")
+    return Finding("MP-18", "nuanced", "optimizer.step() computes in 16 bits in some AMP "
+                   "policies or reads 16-bit tensors, not in all; " + lost, "fig-mp18")
+
+
+# ------------------------------------------------------------------------------ MP-20 ---
+
+ERRORS = {"out_rel_err_vs_fp64": "outputs", "grad_rel_err_vs_fp64": "gradients"}
+
+
+def mp20(updates: pd.DataFrame) -> Finding:
+    """MP-20 (combining the two precisions makes training and inference more accurate than
+    fp32), from `one_step_updates`: the relative error of the forward outputs and of the
+    gradient against an fp64 copy of the same model, state and batch. Per AMP policy and
+    quantity, log10(error) minus fp32's, paired by seed (errors span decades). Supported when
+    every one is lower than fp32's beyond noise, refuted when every one is higher, else
+    nuanced."""
+    full = updates[updates.step.str.endswith(", lr")]
+    higher, lower, parts = [], [], []
+    for col, label in ERRORS.items():
+        d = full.assign(log_err=np.log10(full[col]))
+        base = full[full.precision == "32-true"][col].mean()
+        for p in LOW:
+            iv = stats.paired(d, "log_err", "precision", p, "32-true")
+            higher.append(iv.low > 0)
+            lower.append(iv.high < 0)
+            parts.append(f"{label} {p} {sig2(full[full.precision == p][col].mean())} "
+                         f"({sig2(10 ** iv.mean)} x fp32's {sig2(base)})")
+    text = "relative error against fp64, mean over seeds: " + "; ".join(parts)
+    if all(higher):
+        return Finding("MP-20", "refuted", text + ": mixed precision is less accurate than fp32 "
+                       "in both, beyond noise", "fig-mp20")
+    if all(lower):
+        return Finding("MP-20", "supported", text + ": mixed precision is more accurate",
+                       "fig-mp20")
+    return Finding("MP-20", "nuanced", text + ": not beyond noise in every case", "fig-mp20")
+
+
+# ------------------------------------------------------------------------------ MP-26 ---
+
+def mp26(final: pd.DataFrame, times: pd.DataFrame, hardware: str) -> Finding:
+    """MP-26 (lowering the precision of the parameters raises training speed and model
+    quality), from `finals` of the precision runs (task, precision, seed, test_metric) and
+    `policy_step_times` (precision, ratio_to_32-true), measured on `hardware`.
+
+    Per pure policy (16-true, bf16-true) and task, accuracy minus 32-true's paired by seed with
+    ACC_MARGIN (and minus its AMP twin's, in the reason). Refuted when some pure policy is lower
+    beyond the margin on some task (quality falls), or when none is higher and none is faster
+    (neither rises); supported when every one is higher and every pure policy's step takes at
+    most 1 - SPEED_MARGIN of 32-true's time; nuanced otherwise. The word can depend on the
+    speed, so it carries `hardware`."""
+    ratio = times.set_index("precision")["ratio_to_32-true"]
+    faster = {p: bool(ratio[p] <= 1 - SPEED_MARGIN) for p in PURE}
+    outcomes, names, parts = [], [], []
+    for task, part in final.groupby("task", sort=False):
+        for p, amp in PURE.items():
+            c = stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN)
+            a = stats.paired(part, "test_metric", "precision", p, amp)
+            outcomes.append(c.outcome)
+            names.append(f"{p} on {task}")
+            parts.append(f"{task} {p} {_pp(c.interval)} vs 32-true ({c.outcome}), "
+                         f"{_pp(a)} vs {amp}")
+    speed = "; ".join(f"{p} step {ratio[p]:.2f} x 32-true's time" for p in PURE)
+    text = "accuracy: " + "; ".join(parts) + "; " + speed
+    lowered = [name for name, o in zip(names, outcomes, strict=True) if o == "lower"]
+    if lowered:
+        return Finding("MP-26", "refuted", text + f": quality falls ({', '.join(lowered)})",
+                       "tbl-mp26", hardware)
+    if "higher" not in outcomes and not any(faster.values()):
+        return Finding("MP-26", "refuted", text + ": neither quality nor speed rises",
+                       "tbl-mp26", hardware)
+    if all(o == "higher" for o in outcomes) and all(faster.values()):
+        return Finding("MP-26", "supported", text, "tbl-mp26", hardware)
+    return Finding("MP-26", "nuanced", text + ": the claim holds only in part", "tbl-mp26",
+                   hardware)
