@@ -307,16 +307,21 @@ def step_memory(models: StepModels, precisions: Sequence[str], seed: int) -> pd.
     return out
 
 
-def memory_vs_32(mem: pd.DataFrame) -> pd.DataFrame:
-    """Each mixed precision's saved activations (act) and whole step (tot) over 32-true's."""
+def bytes_over_32(mem: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """Per model size and precision other than 32-true: each of `columns` over 32-true's."""
     rows = []
     for (family, size), g in mem.groupby(["family", "size"], sort=False):
         g = g.set_index("precision")
         for p in g.index.drop("32-true"):
             rows.append({"family": family, "size": size, "precision": p,
-                         "act": g.loc[p, "activation_bytes"] / g.loc["32-true", "activation_bytes"],
-                         "tot": g.loc[p, "total_bytes"] / g.loc["32-true", "total_bytes"]})
+                         **{col: g.loc[p, col] / g.loc["32-true", col] for col in columns}})
     return pd.DataFrame(rows)
+
+
+def memory_vs_32(mem: pd.DataFrame) -> pd.DataFrame:
+    """Each mixed precision's saved activations (act) and whole step (tot) over 32-true's."""
+    return bytes_over_32(mem, ["activation_bytes", "total_bytes"]).rename(
+        columns={"activation_bytes": "act", "total_bytes": "tot"})
 
 
 def accumulation_memory(models: StepModels, depth: int, precisions: Sequence[str],
@@ -435,6 +440,6 @@ def trainer_overhead(models: StepModels, precisions: Sequence[str], width: int, 
     return table
 
 
-__all__ = ["StepModels", "accumulation_memory", "check_parameters", "cpu_runs", "cpu_support",
-           "dataset_memory", "kernel_table", "matmul_grid", "memory_vs_32", "model_info",
-           "speedups", "step_memory", "step_times", "throughput", "trainer_overhead"]
+__all__ = ["StepModels", "accumulation_memory", "bytes_over_32", "check_parameters", "cpu_runs",
+           "cpu_support", "dataset_memory", "kernel_table", "matmul_grid", "memory_vs_32",
+           "model_info", "speedups", "step_memory", "step_times", "throughput", "trainer_overhead"]

@@ -14,6 +14,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from precisionlab import bench, plotting
 from precisionlab.claims import sig2
+from precisionlab.experiments.speed import bytes_over_32
 
 MiB = 2**20
 FMT_COLOR = {f: plotting.FORMAT_COLORS[f] for f in bench.MATMUL_DTYPES}
@@ -687,14 +688,7 @@ MP17_PARTS = (("static_bytes", "weights + grads + Adam state", "#0072B2"),
 
 def mp17_ratios(mem: pd.DataFrame) -> pd.DataFrame:
     """Per model size and 16-bit precision: each kind of counted bytes over 32-true's."""
-    rows = []
-    for (family, size), g in mem.groupby(["family", "size"], sort=False):
-        g = g.set_index("precision")
-        for p in g.index.drop("32-true"):
-            rows.append({"family": family, "size": size, "precision": p,
-                         **{col: g.loc[p, col] / g.loc["32-true", col]
-                            for col, _, _ in MP17_PARTS}})
-    return pd.DataFrame(rows)
+    return bytes_over_32(mem, [col for col, _, _ in MP17_PARTS])
 
 
 def fig_mp17(mem: pd.DataFrame, hardware: str) -> Figure:
