@@ -48,3 +48,36 @@ def scaling_measured():
     under = scaling.underflow("transformer", [0, 1], [8], steps=2, checkpoints=[0.0, 1.0],
                               batch=4, lr=1e-3, **model)
     return runs, traces, under
+
+
+def _no_network(*args, **kwargs):
+    raise OSError("test: the network was used (loading must be offline)")
+
+
+@pytest.fixture(scope="session")
+def no_network():
+    """Any socket connection in the process fails while the fixture is active."""
+    import socket
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(socket.socket, "connect", _no_network)
+    mp.setattr(socket, "create_connection", _no_network)
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def minilm(no_network):
+    """The real all-MiniLM-L6-v2 encoder, loaded once per test session, with the network cut."""
+    from precisionlab import pretrained
+
+    return pretrained.load("minilm")
+
+
+@pytest.fixture(scope="session")
+def smollm2(no_network):
+    """The real SmolLM2-135M causal LM (fp32, dequantized from Q4_1), loaded once per session
+    with the network cut (~35 s on a 2-core AVX2 CPU)."""
+    from precisionlab import pretrained
+
+    return pretrained.load("smollm2")
