@@ -32,11 +32,30 @@ def use_style() -> None:
     })
 
 
+FOOT_POINTS = 7  # font size of the hardware line
+
+
+def foot_lines(text: str, width: int) -> list[str]:
+    """`text` broken at its '; ' separators into lines of at most `width` characters where the
+    pieces allow (a piece longer than `width` keeps a line of its own)."""
+    lines: list[str] = []
+    for piece in text.split("; "):
+        if lines and len(lines[-1]) + 2 + len(piece) < width:  # room for the ";" that ends it
+            lines[-1] += "; " + piece
+        else:
+            lines.append(piece)
+    return [line + (";" if i < len(lines) - 1 else "") for i, line in enumerate(lines)]
+
+
 def sign(fig: Figure, hardware: str) -> Figure:
-    """Name the hardware that made the figure, small, at its foot."""
-    fig.text(0.99, 0.005, f"Measured on: {hardware}", ha="right", va="bottom", fontsize=7,
+    """Name the hardware that made the figure, small, at its foot: broken into lines that fit
+    the figure's width (one long line would widen the saved image and shrink the plot)."""
+    chars = int(fig.get_figwidth() * 72 / (0.55 * FOOT_POINTS))  # average glyph ~0.55 em
+    lines = foot_lines(f"Measured on: {hardware}", chars)
+    fig.text(0.99, 0.005, "\n".join(lines), ha="right", va="bottom", fontsize=FOOT_POINTS,
              color="#555555")
-    fig.tight_layout(rect=(0, 0.03, 1, 1))
+    foot = len(lines) * 1.3 * FOOT_POINTS / 72 / fig.get_figheight()
+    fig.tight_layout(rect=(0, foot + 0.01, 1, 1))
     return fig
 
 
