@@ -1,0 +1,65 @@
+"""Chapter 12's experiments on tiny settings: what is trained, paired and timed."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from precisionlab.amp import get_matmul16, set_matmul16
+from precisionlab.experiments import language_models as lm
+
+TINY = dict(steps=4, batch=8, context=8, d_model=8, n_layers=1, eval_every=2, n_train=64,
+            n_val=16)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    return lm.train([0, 1], ["32-true", "bf16-mixed", "16-mixed", "16-true"], **TINY)
+
+
+def test_train_gives_one_row_per_seed_and_precision_and_a_curve(trained):
+    runs, curves = trained
+    assert len(runs) == 8 and set(runs.precision) == {"32-true", "bf16-mixed", "16-mixed",
+                                                      "16-true"}
+    fp32 = runs[runs.precision == "32-true"]
+    assert fp32.diverged.eq(False).all()
+    assert all(math.isclose(p, math.exp(v)) for p, v in zip(fp32.val_perplexity, fp32.val_loss,
+                                                           strict=True))
+    # an untrained char model is near uniform over the vocabulary: loss below log(vocab) + 1
+    vocab = len(lm.char_corpus().vocab)
+    assert (fp32.val_loss < math.log(vocab) + 1).all()
+    assert sorted(curves[(curves.seed == 0) & (curves.precision == "32-true")].step) == [2, 4]
+    # a diverged run keeps its evaluations (NaN losses), so a figure can show where it broke
+    cast = curves[(curves.seed == 0) & (curves.precision == "16-true")]
+    assert sorted(cast.step) == [2, 4]
+    if runs[runs.precision == "16-true"].diverged.any():
+        assert cast.val_loss.isna().any()
+    # only 16-mixed uses the loss scaler: its scale starts at 2^16
+    assert runs[runs.precision == "16-mixed"].final_scale.min() >= 2.0**15
+    assert (runs[runs.precision != "16-mixed"].final_scale == 1.0).all()
+
+
+def test_same_seed_starts_from_the_same_weights():
+    a = lm.model_for(lm.load(3, 8, 16, 8), 3, 8, 1)
+    b = lm.model_for(lm.load(3, 8, 16, 8), 3, 8, 1)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+    facts = lm.corpus_facts(lm.load(3, 8, 16, 8))
+    assert len(facts["sha256"]) == 64 and facts["context"] == 8
+
+
+def test_step_times_are_ratios_to_32_true_in_one_run_and_restore_the_matmul_mode():
+    before = set_matmul16("emulated")
+    try:
+        times = lm.step_times([0], ["32-true", "bf16-mixed"], time_steps=1, batch=8, context=8,
+                              d_model=8, n_layers=1, repeats=5, warmup=0)
+        assert get_matmul16() == "emulated"
+    finally:
+        set_matmul16(before)
+    r = lm.ratios(times)
+    assert list(r.precision) == ["32-true", "bf16-mixed"]
+    assert r.ratio.iloc[0] == 1.0 and r.ratio.iloc[1] > 0
+    assert len(times) == 10
+    with pytest.raises(ValueError, match="precisions"):
+        lm.step_times([0], ["bf16-mixed"])
