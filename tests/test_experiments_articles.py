@@ -97,3 +97,39 @@ def test_formula_symbols_flag_the_parallel_input_as_undefined():
 def test_parse_rejects_a_name_the_symbol_list_lacks():
     with pytest.raises(ValueError, match="not in the symbol list"):
         A.parse("L(theta, z)", ["theta", "L"])
+
+
+# ------------------------------------------------------------------------------------ LLM-7 ---
+
+def test_pad_packed_sequence_returns_outputs_and_lengths_so_the_article_forward_fails():
+    table = A.lstm_forward_as_written([1, 2, 3, 5])
+    # torch returns (padded outputs, lengths (B,)): unpacking lengths as (h, c) fails for every B
+    assert list(table.outcome) == ["ValueError", "RuntimeError", "ValueError", "ValueError"]
+    assert (table["second item shape"] == [(1,), (2,), (3,), (5,)]).all()
+    assert table["pad_packed_sequence returns"].str.startswith("tuple of 2").all()
+
+
+def test_the_fixed_classifier_uses_the_lstm_state_and_matches_a_manual_run():
+    torch.manual_seed(0)
+    model = A.PackedLSTMClassifier(128, as_written=False)
+    lines, digest = A.text_lines(6, seed=1)
+    ids, lengths, labels = A.text_batches(lines, 6, seed=1)[0]
+    assert (lengths[:-1] >= lengths[1:]).all() and ids.shape == (int(lengths[0]), 6)
+    assert set(labels.tolist()) <= {0, 1} and len(digest) == 64
+    logits = model(ids, lengths)
+    # the same last states, one sequence at a time, without packing
+    for b in range(6):
+        _, (h, _) = model.rnn(model.embed(ids[: lengths[b], b : b + 1]))
+        assert torch.allclose(logits[b], model.head(h[0, 0]), atol=1e-6)
+    assert all(ln.endswith(":") == bool(k) for ln, k in lines)
+
+
+def test_lstm_training_falls_on_labels_and_stops_without_them():
+    t = A.lstm_training(seed=0, steps=12, batch=8).set_index("probe")
+    fixed = t.loc["fixed forward, labelled batches"]
+    assert fixed.outcome == "trained" and fixed.steps == 12
+    assert fixed.last_loss < fixed.first_loss and fixed.loss_terms_per_step == 1.0
+    assert fixed.parameter_dtypes == "float32" and not fixed.autocast
+    assert t.loc["fixed forward, unlabelled batches", "outcome"] == "ValueError"
+    assert t.loc["forward as written, labelled batches", "outcome"] == "ValueError"
+    assert R.llm7(A.lstm_forward_as_written([1, 2, 3]), t.reset_index()).verdict == "refuted"

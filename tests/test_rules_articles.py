@@ -143,3 +143,46 @@ def test_mp23_reason_names_each_case_once_across_seeds():
     one = keras_table(("as written", "float32", "float32", "trained"), FIX)
     found = R.mp23(pd.concat([one, one, one], ignore_index=True))
     assert found.verdict == "refuted" and found.reason.count("case 0:") == 1
+
+
+# ------------------------------------------------------------------------------------ LLM-7 ---
+
+def lstm_tables(ran: list[bool], unlabelled: str = "ValueError", last: float = 0.1
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    forward = pd.DataFrame({"batch_size": list(range(1, len(ran) + 1)),
+                            "outcome": ["ran" if r else "ValueError" for r in ran]})
+    common = {"error": "", "loss_terms_per_step": 1.0, "parameter_dtypes": "float32"}
+    training = pd.DataFrame([
+        {"probe": "fixed forward, labelled batches", "outcome": "trained", "steps": 30,
+         "first_loss": 0.7, "last_loss": last, **common},
+        {"probe": "fixed forward, unlabelled batches", "outcome": unlabelled, "steps": 0,
+         "first_loss": float("nan"), "last_loss": float("nan"), **common}])
+    return forward, training
+
+
+def test_llm7_refuted_for_a_plain_supervised_loop():
+    f = R.llm7(*lstm_tables([False, False, False]))
+    assert f.verdict == "refuted" and "3 of 3 batch sizes" in f.reason
+    assert "plain supervised" in f.reason
+
+
+def test_llm7_supported_when_hybrid_and_the_forward_runs():
+    assert R.llm7(*lstm_tables([True, True], unlabelled="trained")).verdict == "supported"
+
+
+def test_llm7_nuanced_when_hybrid_but_the_forward_fails_somewhere():
+    f = R.llm7(*lstm_tables([True, False], unlabelled="trained"))
+    assert f.verdict == "nuanced" and "1 of 2" in f.reason
+
+
+def test_llm7_not_testable_when_the_fixed_version_does_not_learn():
+    f = R.llm7(*lstm_tables([False], last=0.9))
+    assert f.verdict == "not testable here" and "did not train" in f.reason
+
+
+def test_llm7_needs_both_tables_and_probes():
+    forward, training = lstm_tables([False])
+    with pytest.raises(ValueError, match="both tables"):
+        R.llm7(forward.iloc[:0], training)
+    with pytest.raises(ValueError, match="unlabelled"):
+        R.llm7(forward, training.iloc[:1])

@@ -300,3 +300,153 @@ def formula_symbols(symbols: Sequence[tuple] = SYMBOLS,
         rows.append({"symbol": symbol, "article says": role, "definition": definition or "(none)",
                      "kind": kind, "defined": ok, "used in the formula": symbol in used})
     return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------------- LLM-7 ---
+# Seed 003 calls a text classifier "hybrid training": an embedding, an LSTM over a packed batch
+# and a linear layer, trained by a loop over labelled batches. Rebuilt here in our own code: the
+# same torch calls in the same order, with the article's unpacking of `pad_packed_sequence` kept
+# behind `as_written` (it unpacks the result as (outputs, (h, c)); torch returns (padded
+# outputs, lengths)) and the fix (keep the LSTM's own final state) behind `as_written=False`.
+
+LSTM_MODULES = ("heapq", "textwrap", "statistics")  # stdlib sources the lines come from
+
+
+class PackedLSTMClassifier(torch.nn.Module):
+    """Embedding -> LSTM over a packed, sequence-first batch -> linear on the last hidden state.
+
+    `as_written=True` reads the hidden state from `pad_packed_sequence`'s result the way seed
+    003 does; `as_written=False` keeps the LSTM's own (h_n, c_n)."""
+
+    def __init__(self, vocab: int, embed: int = 16, hidden: int = 32, classes: int = 2,
+                 as_written: bool = True) -> None:
+        super().__init__()
+        self.as_written = as_written
+        self.embed = torch.nn.Embedding(vocab, embed)
+        self.rnn = torch.nn.LSTM(embed, hidden)
+        self.head = torch.nn.Linear(hidden, classes)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Logits (B, classes) for token ids (T, B) padded to T, with lengths (B,) descending."""
+        packed = torch.nn.utils.rnn.pack_padded_sequence(self.embed(ids), lengths.cpu())
+        outputs, (h_n, c_n) = self.rnn(packed)
+        if self.as_written:  # the article's line: this unpacks (padded outputs, lengths)
+            _, (h_n, c_n) = torch.nn.utils.rnn.pad_packed_sequence(outputs)
+        return self.head(h_n.squeeze(0))
+
+
+def text_lines(n: int, seed: int = 0, max_len: int = 40) -> tuple[list[tuple[str, int]], str]:
+    """`n` stripped source lines of 3 to `max_len` characters from LSTM_MODULES, drawn with
+    `seed`, half of them block headers: label 1 if the line ends with ':' (def, if, for, ...),
+    else 0. Also the sha256 of the sources read."""
+    import importlib.util
+    from pathlib import Path
+
+    texts = [Path(importlib.util.find_spec(m).origin).read_text(encoding="utf-8")
+             for m in LSTM_MODULES]
+    digest = hashlib.sha256("\n".join(texts).encode()).hexdigest()
+    lines = [ln.strip() for t in texts for ln in t.splitlines()
+             if 3 <= len(ln.strip()) <= max_len and ln.strip().isascii()]
+    pools = [[ln for ln in lines if not ln.endswith(":")], [ln for ln in lines if ln.endswith(":")]]
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    return [(pools[k][rng.integers(len(pools[k]))], int(k)) for k in labels], digest
+
+
+def text_batches(lines: Sequence[tuple[str, int]], batch: int, seed: int = 0
+                 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """The article's batch format: (ids (T, B) padded with 0, lengths (B,) sorted descending,
+    labels (B,)); characters are byte values + 1 (0 is padding)."""
+    order = np.random.default_rng(seed).permutation(len(lines))
+    out = []
+    for i in range(0, len(order) - batch + 1, batch):
+        part = sorted((lines[j] for j in order[i:i + batch]), key=lambda t: -len(t[0]))
+        seqs = [torch.tensor([min(ord(c), 126) + 1 for c in s]) for s, _ in part]
+        ids = torch.nn.utils.rnn.pad_sequence(seqs)  # (T, B), sequence first
+        out.append((ids, torch.tensor([len(s) for s in seqs]),
+                    torch.tensor([k for _, k in part])))
+    return out
+
+
+def article_loop(model: torch.nn.Module, batches: Sequence[tuple], lr: float = 1e-2
+                 ) -> dict[str, object]:
+    """The article's training loop, rebuilt: per batch, unpack (inputs, lengths, labels), zero
+    the gradients, forward, cross-entropy against the labels, backward, Adam step. Returns the
+    losses, how many loss terms each step computed, and the outcome ('trained' or the
+    exception's type, with its first line)."""
+    calls = {"n": 0}
+    cross_entropy = torch.nn.CrossEntropyLoss()
+
+    def criterion(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        calls["n"] += 1
+        return cross_entropy(outputs, labels)
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    try:
+        for batch in batches:
+            inputs, lengths, labels = batch
+            optimizer.zero_grad()
+            loss = criterion(model(inputs, lengths), labels)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+    except Exception as err:  # the outcome is the exception: recorded, not raised
+        return {"outcome": type(err).__name__, "error": str(err).splitlines()[0],
+                "losses": losses, "loss_terms_per_step": calls["n"] / max(len(losses), 1)}
+    return {"outcome": "trained", "error": "", "losses": losses,
+            "loss_terms_per_step": calls["n"] / max(len(losses), 1)}
+
+
+def lstm_forward_as_written(batch_sizes: Sequence[int], seed: int = 0) -> pd.DataFrame:
+    """The article's forward at each batch size: outcome ('ran' or the exception type), the
+    exception's first line, and the type `pad_packed_sequence` returned (what was unpacked)."""
+    lines, _ = text_lines(max(batch_sizes), seed)
+    rows = []
+    for b in batch_sizes:
+        torch.manual_seed(seed)
+        model = PackedLSTMClassifier(128, as_written=True)
+        ids, lengths, _ = text_batches(lines[:b], b, seed)[0]
+        with torch.no_grad():
+            packed = torch.nn.utils.rnn.pack_padded_sequence(model.embed(ids), lengths)
+            returned = torch.nn.utils.rnn.pad_packed_sequence(model.rnn(packed)[0])
+            try:
+                model(ids, lengths)
+                outcome, error = "ran", ""
+            except Exception as err:  # recorded per batch size, not raised
+                outcome, error = type(err).__name__, str(err).splitlines()[0]
+        rows.append({"batch_size": b, "outcome": outcome, "error": error,
+                     "pad_packed_sequence returns": f"{type(returned).__name__} of "
+                     f"{len(returned)}: {', '.join(type(t).__name__ for t in returned)}",
+                     "second item shape": tuple(returned[1].shape)})
+    return pd.DataFrame(rows)
+
+
+def lstm_training(seed: int = 0, steps: int = 30, batch: int = 16, lr: float = 1e-2
+                  ) -> pd.DataFrame:
+    """The article's loop with the forward fixed (`as_written=False`), run three ways on the
+    same lines: on labelled batches (the article's data), on unlabelled batches (inputs and
+    lengths only, what unsupervised or semi-supervised training would feed it), and with the
+    forward as written. One row per probe: outcome, steps run, first and last loss (mean of
+    the first and last five steps), loss terms per step, parameter dtypes, autocast on."""
+    lines, digest = text_lines(steps * batch, seed)
+    labelled = text_batches(lines, batch, seed)[:steps]
+    probes = {"fixed forward, labelled batches": (False, labelled),
+              "fixed forward, unlabelled batches": (False, [b[:2] for b in labelled]),
+              "forward as written, labelled batches": (True, labelled)}
+    rows = []
+    for probe, (as_written, batches) in probes.items():
+        torch.manual_seed(seed)
+        model = PackedLSTMClassifier(128, as_written=as_written)
+        r = article_loop(model, batches, lr)
+        losses = r["losses"]
+        k = min(5, len(losses))
+        rows.append({"probe": probe, "outcome": r["outcome"], "error": r["error"],
+                     "steps": len(losses),
+                     "first_loss": float(np.mean(losses[:k])) if k else np.nan,
+                     "last_loss": float(np.mean(losses[-k:])) if k else np.nan,
+                     "loss_terms_per_step": r["loss_terms_per_step"],
+                     "parameter_dtypes": ", ".join(sorted({str(p.dtype).removeprefix("torch.")
+                                                           for p in model.parameters()})),
+                     "autocast": torch.is_autocast_enabled("cpu"), "text_sha256": digest})
+    return pd.DataFrame(rows)

@@ -1,4 +1,4 @@
-"""Verdict rules of chapter 9 (the articles' code, run): MP-19, MP-23 and MP-25.
+"""Verdict rules of chapter 9 (the articles' code, run): MP-19, MP-23, MP-25 and LLM-7.
 
 MP-19 (seed 001): for y = theta x under squared error the fp32 gradient is -2 (x - theta x).
 Tested on `experiments.articles.gradient_grid`: the formula against fp64 autograd over a grid.
@@ -10,6 +10,10 @@ translation) run for a few steps, with the dtypes its Dense layer computed and s
 MP-25 (seed 004): training minimizes a loss over an integer copy and a half-precision copy of
 the input in parallel (their formula). Tested on `experiments.articles.formula_lines` and
 `formula_symbols`: the formula, typed in our notation, checked with sympy.
+
+LLM-7 (seed 003): their LSTM text classifier demonstrates hybrid (mixed-paradigm) training.
+Tested on `experiments.articles.lstm_forward_as_written` (its forward at several batch sizes)
+and `lstm_training` (its loop, forward fixed, fed labelled and unlabelled batches).
 """
 
 from __future__ import annotations
@@ -153,3 +157,48 @@ def mp25(lines: pd.DataFrame, symbols: pd.DataFrame, evidence: str = "tbl-mp25")
                        reason + ": the loss it minimizes cannot be computed", evidence)
     return Finding("MP-25", "nuanced", reason + ": a scheme stated, not shown to be how "
                    "training works", evidence)
+
+
+# ------------------------------------------------------------------------------------ LLM-7 ---
+
+def llm7(forward: pd.DataFrame, training: pd.DataFrame, evidence: str = "tbl-llm7") -> Finding:
+    """LLM-7 from `lstm_forward_as_written` (batch_size, outcome) and `lstm_training` (probe,
+    outcome, first_loss, last_loss, loss_terms_per_step, parameter_dtypes).
+
+    The loop is *hybrid* when it also trains on unlabelled batches (a second paradigm beside the
+    supervised one). not testable here: the fixed classifier does not train on labelled batches
+    (its loss does not fall), so the loop itself cannot be judged; refuted: the loop is not
+    hybrid (one supervised paradigm); supported: it is hybrid and the forward as written runs
+    at every batch size tried; nuanced: hybrid, but the forward as written fails somewhere."""
+    if forward.empty or training.empty:
+        raise ValueError("forward, training: both tables must have rows")
+    probe = training.set_index("probe")
+    for name in ("fixed forward, labelled batches", "fixed forward, unlabelled batches"):
+        if name not in probe.index:
+            raise ValueError(f"training: needs the probe {name!r}")
+    fixed = probe.loc["fixed forward, labelled batches"]
+    unlabelled = probe.loc["fixed forward, unlabelled batches"]
+    fails = forward[forward["outcome"] != "ran"]
+    by_size = "; ".join(f"batch {int(r.batch_size)}: {r.outcome}" for r in forward.itertuples())
+    written = (f"the forward as written failed at {len(fails)} of {len(forward)} batch sizes "
+               f"({by_size}): pad_packed_sequence returns (outputs, lengths), not (outputs, "
+               "(h, c))" if len(fails) else
+               f"the forward as written ran at all {len(forward)} batch sizes")
+    trains = fixed["outcome"] == "trained" and fixed["last_loss"] < fixed["first_loss"]
+    if not trains:
+        return Finding("LLM-7", "not testable here",
+                       f"{written}; the fixed classifier did not train ({fixed['outcome']}, loss "
+                       f"{sig2(fixed['first_loss'])} -> {sig2(fixed['last_loss'])})", evidence)
+    hybrid = unlabelled["outcome"] == "trained"
+    loop = (f"with the forward fixed its loss fell from {sig2(fixed['first_loss'])} to "
+            f"{sig2(fixed['last_loss'])} in {int(fixed['steps'])} steps, one supervised loss "
+            f"term per step ({sig2(fixed['loss_terms_per_step'])}) on labelled batches, "
+            f"{fixed['parameter_dtypes']} parameters; fed unlabelled batches the loop "
+            + ("trained too" if hybrid else f"stops ({unlabelled['outcome']}): it has no "
+               "unsupervised or semi-supervised part"))
+    reason = f"{written}; {loop}"
+    if not hybrid:
+        return Finding("LLM-7", "refuted", reason + ": a plain supervised loop", evidence)
+    if fails.empty:
+        return Finding("LLM-7", "supported", reason, evidence)
+    return Finding("LLM-7", "nuanced", reason, evidence)
