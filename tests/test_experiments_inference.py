@@ -1,0 +1,111 @@
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from precisionlab import pretrained
+from precisionlab.experiments import inference as inf
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    """A randomly initialized Llama from a small config (no download)."""
+    pretrained.offline()
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return pretrained.load("minilm")
+
+
+def test_variants_cast_pure_copies_and_quantize(tiny_llama):
+    models = inf.variants(tiny_llama, ["fp32", "bf16-pure", "fp16-autocast"], int8=True)
+    assert models["fp32"] is tiny_llama and models["fp16-autocast"] is tiny_llama
+    assert next(models["bf16-pure"].parameters()).dtype == torch.bfloat16
+    assert next(tiny_llama.parameters()).dtype == torch.float32
+    assert inf.INT8 in models
+    with pytest.raises(ValueError, match="precisions"):
+        inf.variants(tiny_llama, ["fp8"])
+
+
+def test_causal_parity_fp32_is_its_own_reference(tiny_llama):
+    models = inf.variants(tiny_llama, ["fp32", "fp16-pure", "bf16-autocast"], int8=False)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))
+    t = inf.causal_parity(models, ids)
+    assert len(t) == 6 and set(t.window) == {0, 1}
+    ref = t[t.precision == "fp32"]
+    assert (ref.kl.abs() < 1e-12).all() and (ref.delta_p == 0).all()
+    assert (t.kl >= -1e-12).all() and t.finite.all()
+    # perplexity is exp of the mean nll; random weights over 64 tokens sit near 64
+    assert ref.perplexity.iloc[0] == pytest.approx(math.exp(ref.nll.iloc[0]))
+    assert 20 < ref.perplexity.iloc[0] < 200
+    low = t[t.precision == "fp16-pure"]
+    assert (low.kl < 1e-3).all()
+
+
+def test_encoder_parity_and_nearest_neighbours(minilm):
+    sentences, _ = pretrained.stdlib_sentences(6)
+    models = inf.variants(minilm.model, ["fp32", "bf16-pure"], int8=True)
+    t = inf.encoder_parity(models, minilm.tokenizer, sentences)
+    assert len(t) == 18
+    ref = t[t.precision == "fp32"]
+    assert ref.cosine.min() > 1 - 1e-6 and ref.nn_agree.all()
+    assert t[t.precision == "bf16-pure"].cosine.min() > 0.99
+    e = inf.embed(minilm.model, minilm.tokenizer, sentences, "fp32")
+    assert torch.allclose(e.norm(dim=-1), torch.ones(6), atol=1e-5)
+
+
+def test_latency_ratios_fp32_is_one():
+    calls = {"fp32": lambda: torch.ones(64, 64) @ torch.ones(64, 64),
+             "bf16-pure": lambda: torch.ones(64, 64, dtype=torch.bfloat16).sum()}
+    t = inf.latency(calls, repeats=5, warmup=0)
+    r = t.set_index("precision")
+    assert r.speedup["fp32"] == 1.0 and (t.median_s > 0).all()
+
+
+def test_outliers_find_the_planted_channel(minilm):
+    hidden = inf.residual_outputs(minilm.model, dict(minilm.tokenizer(["a short sentence"],
+                                                                      return_tensors="pt")))
+    assert len(hidden) == len(inf.blocks(minilm.model)) == 6
+    x = torch.ones(5, 8)
+    x[3, 2] = -400.0
+    layers, channels = inf.outlier_stats([x])
+    row = layers.iloc[0]
+    assert row.max_abs == 400 and row.channel == 2 and row.token == 3 and row.ratio == 400
+    assert len(channels) == 8
+
+
+def test_rms_norm_overflows_only_in_fp16():
+    v = torch.full((16,), 300.0)  # 300^2 = 90000 > 65504
+    t = inf.rms_norm_in(v).set_index("format")
+    assert t.finite["fp32"] and t.finite["bf16"] and not t.finite["fp16"]
+    assert math.isinf(t.mean_x2["fp16"]) and t.output_all_zero["fp16"]
+    assert t.max_abs_error["bf16"] < 0.01
+
+
+def test_memory_formulas(tiny_llama):
+    assert inf.kv_bytes_per_token(30, 3, 64, 2) == 23040
+    r = inf.recipe_bytes().set_index("recipe").total
+    assert r["fp32"] == 16 and r["pure bf16"] == 8
+    shape = inf.model_shape(tiny_llama)
+    assert shape == {"layers": 2, "hidden": 32, "kv_heads": 2, "head_dim": 8}
+    s = inf.scaled_memory(inf.PUBLISHED, 10.0, 1000).set_index("model")
+    assert s.kv_bytes_per_token_bf16["Llama-2-7B"] == 2 * 32 * 32 * 128 * 2
+    assert s.adam_mixed_GB["Llama-2-70B"] == pytest.approx(69.0e9 * 16 / 1e9)
+
+
+def test_activation_bytes_halve_in_pure_bf16(tiny_llama):
+    models = inf.variants(tiny_llama, ["fp32", "bf16-pure", "bf16-autocast"], int8=False)
+    ids = torch.arange(16) % 64
+    t = inf.activation_bytes(models, ids).set_index("precision")
+    assert isinstance(t, pd.DataFrame) and (t.saved_bytes > 0).all()
+    assert t.saved_bytes["bf16-pure"] < t.saved_bytes["fp32"]
+    assert t.bytes_per_token["fp32"] == t.saved_bytes["fp32"] / 16
+    assert all(p.grad is None for p in tiny_llama.parameters())

@@ -1,0 +1,60 @@
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pandas as pd  # noqa: E402
+
+from precisionlab.reports import inference as report  # noqa: E402
+
+
+def causal():
+    rows = []
+    for w in range(3):
+        for p, d in [("fp32", 0.0), ("bf16-pure", 0.01)]:
+            rows.append({"window": w, "precision": p, "nll": 2.0 + w * 0.1 + d,
+                         "nll_ref": 2.0 + w * 0.1, "kl": d / 10, "delta_p": -d,
+                         "perplexity": 7.0 + w, "finite": True})
+    return pd.DataFrame(rows)
+
+
+def encoder():
+    return pd.DataFrame([{"sentence": i, "precision": p, "cosine": c, "nn_agree": i != 0 or
+                          p == "fp32"} for i in range(4) for p, c in
+                         [("fp32", 1.0), ("bf16-pure", 0.9999)]])
+
+
+def test_tables():
+    t = report.causal_table(causal()).set_index("precision")
+    assert "(n=3)" in t["nll change (nats)"]["bf16-pure"]
+    e = report.encoder_table(encoder()).set_index("precision")
+    assert e["nearest neighbour unchanged"]["bf16-pure"] == "3/4"
+    f = report.fidelity(causal(), encoder())
+    assert set(f.model) == {"smollm2", "minilm"} and len(f) == 4
+
+
+def speed():
+    return pd.DataFrame([{"model": m, "precision": p, "median_s": s, "iqr_over_median": 0.1,
+                          "ratio_to_fp32": s, "speedup": 1 / s}
+                         for m in ("smollm2", "minilm") for p, s in [("fp32", 1.0),
+                                                                     ("bf16-pure", 2.0)]])
+
+
+def test_speed_table_and_figure():
+    t = report.speed_table(speed(), report.fidelity(causal(), encoder()))
+    assert list(t["speed-up over fp32"][:2]) == ["1.00x", "0.50x"]
+    fig = report.plot_speed(speed(), "test machine")
+    axes = fig.axes
+    assert len(axes) == 2 and "speed-up" in axes[0].get_xlabel()
+
+
+def test_outlier_figures_and_facts():
+    layers = pd.DataFrame({"layer": [0, 1], "max_abs": [10.0, 30000.0], "channel": [3, 5],
+                           "token": [0, 1], "median_channel_max": [1.0, 60.0],
+                           "ratio": [10.0, 500.0], "sum_squares_fp32": [1.0, 1.0]})
+    fig = report.plot_outliers({"m": layers}, "test machine")
+    assert "max |x|" in fig.axes[0].get_ylabel() and "ratio" in fig.axes[1].get_ylabel()
+    channels = pd.DataFrame({"layer": [1, 1], "channel": [0, 1], "max_abs": [1.0, 5.0]})
+    fig = report.plot_channels(channels, 1, "m", "test machine")
+    assert "channel" in fig.axes[0].get_xlabel()
+    f = report.outlier_facts(layers, "x")
+    assert f["x_max"] == "30,000" and f["x_layer"] == "1" and f["x_ratio"] == "500"
