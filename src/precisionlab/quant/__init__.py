@@ -20,6 +20,16 @@ from precisionlab.quant.affine import (
     unpack_int4,
 )
 from precisionlab.quant.backends import BACKENDS, to_int8_backend
+from precisionlab.quant.llm import (
+    ACT_GRANULARITIES,
+    LLMQuantLinear,
+    block_minmax_grid,
+    distinct_per_block,
+    fake_int8_dynamic,
+    input_absmax,
+    quantize_llm_,
+    smooth_scales,
+)
 from precisionlab.quant.lowrank import LowRankLinear, low_rank_, rank_for_bytes
 from precisionlab.quant.modules import (
     FakeQuantLayer,
@@ -36,6 +46,8 @@ from precisionlab.quant.modules import (
 from precisionlab.quant.observers import Observer, entropy_threshold, observe_range
 
 __all__ = [
+    "ACT_GRANULARITIES", "LLMQuantLinear", "block_minmax_grid", "distinct_per_block",
+    "fake_int8_dynamic", "input_absmax", "quantize_llm_", "smooth_scales",
     "BACKENDS", "GRANULARITIES", "OBSERVERS", "FakeQuantLayer", "LowRankLinear", "Observer",
     "QTensor", "QuantConfig", "QuantSpec", "QuantizedLayer", "calibrate", "convert",
     "dequantize", "entropy_threshold", "fake_quantize", "low_rank_", "observe_range",

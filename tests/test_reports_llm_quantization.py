@@ -1,0 +1,60 @@
+"""reports.llm_quantization: summaries, tables, facts and the figure's axes (Agg backend)."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from precisionlab.reports import llm_quantization as report  # noqa: E402
+
+
+def table() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    rows = []
+    for config, kl in (("W8 per-channel", 0.003), ("W4 asym g32", 0.05),
+                       ("W4 Q4_1-grid g32", 1e-6), ("LLM.int8 |x|>6", 0.01)):
+        for w in range(3):
+            k = kl * (1 + 0.1 * rng.standard_normal())
+            rows.append({"config": config, "window": w, "nll_ref": 2.0 + 0.1 * w,
+                         "nll": 2.0 + 0.1 * w + k, "kl": k, "delta_p": -k / 10,
+                         "ppl_ref": np.exp(2.0 + 0.1 * w), "ppl_ratio": np.exp(k),
+                         "weight_change": 0.01})
+    return pd.DataFrame(rows)
+
+
+def test_summary_and_table_keep_config_order_with_intervals():
+    s = report.quality_summary(table())
+    assert list(s["config"]) == ["W8 per-channel", "W4 asym g32", "W4 Q4_1-grid g32",
+                                 "LLM.int8 |x|>6"]
+    assert (s["kl_low"] <= s["kl_mean"]).all() and (s["kl_mean"] <= s["kl_high"]).all()
+    assert (s["n"] == 3).all()
+    t = report.quality_table(table())
+    assert t.shape == (4, 6) and "[" in t.iloc[0]["KL (nats/token)"]
+
+
+def test_plot_quality_labels_axes_with_units():
+    fig = report.plot_quality(table(), "test machine")
+    ax1, ax2 = fig.axes[:2]
+    assert "%" in ax1.get_xlabel() and "nats/token" in ax2.get_xlabel()
+    assert [t.get_text() for t in ax1.get_yticklabels()][0] == "W8 per-channel"
+    assert any("test machine" in t.get_text() for t in fig.texts)
+    zero = table().assign(kl=lambda t: t["kl"].where(t["config"] != "W4 Q4_1-grid g32", 0.0))
+    ax = report.plot_quality(zero, "m").axes[1]
+    assert any("KL = 0" in t.get_text() for t in ax.texts)
+
+
+def test_facts_and_inventory_table():
+    grid = pd.DataFrame({"kind": ["model.embed_tokens", "q_proj"], "tensors": [1, 2],
+                         "blocks": [10, 20], "max_distinct": [32, 16], "share_le16": [0.0, 1.0]})
+    inv = pd.DataFrame({"module": ["Linear", "LayerNorm"], "computes_in": ["int8", "float32"],
+                        "count": [3, 2], "parameters": [90, 10], "integer": [True, False],
+                        "parameter_share": [0.9, 0.1]})
+    fid = pd.DataFrame({"cosine": [0.999, 0.998], "nn_agree": [True, False]})
+    f = report.facts(table(), grid, inv, {"total": 100, "integer": 97},
+                     {"fp32": 4 * 2**20, "int8": 2**20}, fid)
+    assert f["grid_max_distinct"] == "16" and f["grid_share"] == "100 %"
+    assert f["q6_flop_share"] == "97.0 %" and f["q6_size_ratio"] == "4.00"
+    assert f["q6_nn_agree"] == "50 %" and f["n_windows"] == "3"
+    assert list(report.inventory_table(inv)["share of parameters (%)"]) == [90.0, 10.0]
