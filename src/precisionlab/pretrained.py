@@ -34,9 +34,12 @@ from precisionlab.validate import ParameterError, integer, one_of
 
 MODELS = ("minilm", "smollm2")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# Longest input each model takes (its config's max_position_embeddings; a test checks it), so a
+# chapter can refuse a longer context before it loads anything.
+MAX_CONTEXT = {"minilm": 512, "smollm2": 8192}
 # Held-out text for the causal LM: standard-library modules (source files), in this order.
 STDLIB_FILES = ("json/decoder.py", "textwrap.py", "fractions.py", "heapq.py", "shlex.py",
-                "statistics.py", "string.py", "bisect.py", "calendar.py", "difflib.py",
+                "statistics.py", "string.py", "csv.py", "calendar.py", "difflib.py",
                 "pprint.py", "argparse.py")
 # Sentences for the encoder: first lines of the docstrings of these modules' public functions.
 SENTENCE_MODULES = ("textwrap", "statistics", "string", "heapq", "bisect", "shlex", "fractions",
