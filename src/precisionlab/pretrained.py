@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
 import importlib.util
 import inspect
+import logging
 import os
 import sysconfig
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +54,15 @@ PRECISIONS = ("fp32", "bf16-autocast", "fp16-autocast", "bf16-pure", "fp16-pure"
 
 
 def offline() -> None:
-    """Forbid Hugging Face downloads for this process and silence progress bars."""
+    """Forbid Hugging Face downloads for this process and silence what importing transformers
+    prints that says nothing about a chapter: torchao's optional CUDA kernels and pytree
+    registrations (it is pulled in by transformers), tqdm's missing Jupyter widgets."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="IProgress not found")
     import transformers  # noqa: PLC0415 - heavy; imported only when a model is wanted
 
     transformers.logging.set_verbosity_error()
@@ -113,16 +121,16 @@ def load(name: str, device: str = "cpu") -> Pretrained:
 
 @contextlib.contextmanager
 def _quiet_tqdm() -> Iterator[None]:
-    """The GGUF loader draws a tqdm bar of its own that the Hugging Face switches miss."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """The GGUF loader draws a tqdm bar of its own that the Hugging Face switches miss (and
+    tqdm reads TQDM_DISABLE only when it is imported), so it gets a disabled bar for the load."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils  # noqa: PLC0415
+
+    bar = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(bar, disable=True)
     try:
         yield
     finally:
-        if old is None:
-            del os.environ["TQDM_DISABLE"]
-        else:
-            os.environ["TQDM_DISABLE"] = old
+        gguf_utils.tqdm = bar
 
 
 def stdlib_text(path: str) -> tuple[str, str]:
