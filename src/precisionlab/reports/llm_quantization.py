@@ -100,7 +100,6 @@ def facts(table: pd.DataFrame, grid: pd.DataFrame, inv: pd.DataFrame, flops: dic
         else:  # a profile that leaves the configuration out
             out[f"kl_{key}"] = out[f"ppl_{key}"] = "(not run)"
     out["ppl_fp32"] = f"{table.groupby('window')['ppl_ref'].first().mean():.2f}"
-    out["n_windows"] = str(table["window"].nunique())
     linear = grid[grid["kind"].str.endswith("proj")]
     out["grid_max_distinct"] = str(int(linear["max_distinct"].max()))
     share = (linear["share_le16"] * linear["blocks"]).sum() / linear["blocks"].sum()
