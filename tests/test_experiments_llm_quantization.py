@@ -9,7 +9,7 @@ from torch import nn
 
 from precisionlab import memory, pretrained
 from precisionlab.experiments import llm_quantization as lq
-from precisionlab.quant import LLMQuantLinear, QuantizedLayer, block_minmax_grid
+from precisionlab.quant import LLMQuantLinear, QuantizedLayer, backends, block_minmax_grid
 from precisionlab.validate import ParameterError
 
 
@@ -81,7 +81,7 @@ def test_block_grid_matches_affine_where_min_is_on_the_grid():
 
 
 def test_minilm_dynamic_int8_inventory_size_and_fidelity(minilm):
-    q = lq.dynamic_int8(minilm.model)
+    q = backends.to_int8_backend(minilm.model, "torch.ao")
     inv = lq.inventory(minilm.model, q)
     by = inv.set_index("module")
     assert by.loc["Linear", "integer"] and by.loc["Linear", "count"] == 37

@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import math
 import re
-import warnings
 from collections.abc import Sequence
 
 import pandas as pd
@@ -195,16 +194,6 @@ def weight_grid(model: nn.Module, block: int = GGUF_BLOCK) -> pd.DataFrame:
 
 
 # ------------------------------------------------------------------------------ Q-6: MiniLM ---
-
-def dynamic_int8(model: nn.Module) -> nn.Module:
-    """A copy of `model` with every nn.Linear replaced by torch.ao's dynamic int8 Linear
-    (int8 per-tensor weights, activations quantized per batch at run time)."""
-    from torch.ao.quantization import quantize_dynamic  # noqa: PLC0415 - deprecated namespace
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return quantize_dynamic(copy.deepcopy(model), {nn.Linear}, dtype=torch.qint8).eval()
-
 
 def _leaf_kind(module: nn.Module) -> str:
     return type(module).__name__
