@@ -76,9 +76,17 @@ class _Element:
         return self.max + 2.0 ** (self.emax - self.mantissa_bits - 1)
 
 
-E4M3 = _Element("fp8_e4m3fn", torch.float8_e4m3fn, 448.0, 8, 3)
-E5M2 = _Element("fp8_e5m2", torch.float8_e5m2, 57344.0, 15, 2)
-E2M1 = _Element("fp4_e2m1", None, 6.0, 2, 1)
+def _element(name: str, dtype: torch.dtype | None) -> _Element:
+    """The element format `name`, its constants derived from its bit layout (`lowbit`)."""
+    from precisionlab.lowbit import get_fast_format
+
+    f = get_fast_format(name)
+    return _Element(name, dtype, f.max_finite, f.emax, f.mantissa_bits)
+
+
+E4M3 = _element("fp8_e4m3fn", torch.float8_e4m3fn)  # max 448, emax 8
+E5M2 = _element("fp8_e5m2", torch.float8_e5m2)  # max 57344, emax 15
+E2M1 = _element("fp4_e2m1", None)  # max 6, emax 2
 # Element format per recipe: (forward operands, gradient operand).
 _ELEMENTS = {"current": (E4M3, E5M2), "delayed": (E4M3, E5M2), "rowwise": (E4M3, E4M3),
              "mxfp8": (E4M3, E5M2), "mxfp4": (E2M1, E2M1)}
