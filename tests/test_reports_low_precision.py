@@ -1,0 +1,110 @@
+"""Chapter 15's report: each figure draws labelled axes, tables and glued texts say what the
+tables hold (small synthetic tables, Agg backend)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from precisionlab.experiments import low_precision as lp  # noqa: E402
+from precisionlab.reports import low_precision as report  # noqa: E402
+
+SHIFT = {"32-true": 0.0, "bf16-mixed": 0.0, "fp8-current": 0.01, "mxfp4": 0.3,
+         "bf16-true": 0.02, "16-true": math.nan, "bf16-kahan": 0.0}
+
+
+def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    runs, curves, fp8, ratios = [], [], [], []
+    for seed in range(3):
+        noise = [0.0, 0.004, -0.003][seed]
+        for r, d in SHIFT.items():
+            spec = lp.RECIPE_SPECS[r]
+            v = 2.0 + noise + d + 0.001 * seed
+            runs.append({"seed": seed, "recipe": r, "family": spec.family, "val_loss": v,
+                         "diverged": not math.isfinite(v),
+                         "stalled": 0.25 if r == "bf16-true" else 0.0})
+            for step in (10, 20):
+                curves.append({"seed": seed, "recipe": r, "step": step,
+                               "val_loss": v + 1.0 / step})
+            ratios.append({"seed": seed, "recipe": r, "s_per_step": 0.01,
+                           "ratio": 1.0 if r == "bf16-mixed" else 1.5 + 0.01 * seed})
+            if spec.float8:
+                for step in (1, 2):
+                    for t in report.TENSORS:
+                        fp8.append({"seed": seed, "recipe": r, "step": step, "tensor": t,
+                                    "underflow": 0.01, "underflow_max": 0.02,
+                                    "saturated": 0.0, "saturated_max": 0.001, "amax": 1.0})
+    return (pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(fp8),
+            pd.DataFrame(ratios))
+
+
+def test_loss_table_names_outcomes_against_bf16_mixed():
+    runs, *_ = tables()
+    t = report.loss_table(runs)
+    assert t.loc["bf16-mixed", "minus bf16-mixed (same seed)"] == "(baseline)"
+    assert t.loc["fp8-current", "outcome"] == "matches"
+    assert t.loc["mxfp4", "outcome"] == "worse"
+    assert t.loc["16-true", "outcome"] == "diverged"
+    assert t.loc["16-true", "validation loss (nats/char)"] == "diverged in 3 of 3 seeds"
+    assert t.loc["bf16-true", "weights left unmoved per step (%)"] == "25"
+
+
+def test_curve_figure_has_two_labelled_panels():
+    runs, curves, _, _ = tables()
+    fig = report.plot_curves(curves, runs, "test machine")
+    ax, bx = fig.axes[:2]
+    assert "nats" in ax.get_ylabel() and "step" in ax.get_xlabel()
+    assert "bf16-mixed" in bx.get_ylabel()
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "16-true (diverged)" in labels
+    plt.close(fig)
+
+
+def test_fp8_figure_and_table():
+    _, _, fp8, _ = tables()
+    fig = report.plot_fp8_stats(fp8, "test machine")
+    assert len(fig.axes) == 6 and "%" in fig.axes[0].get_ylabel()
+    assert all(a.get_xlabel() for a in fig.axes[3:])
+    plt.close(fig)
+    t = report.fp8_table(fp8)
+    assert t.loc[("mxfp4", "input"), "underflow, mean (%)"] == "1"
+
+
+def test_range_change_figure_and_facts():
+    trace = lp.range_change(steps=40, jump_at=4, drop_at=12)
+    fig = report.plot_range_change(trace, "test machine")
+    assert all("%" in a.get_ylabel() and "step" in a.get_xlabel() for a in fig.axes[:2])
+    plt.close(fig)
+    f = report.range_facts(trace)
+    assert f["range_case_0"] == "current" and f["range_sat_0"] == "0 %"
+    assert (f["range_lag_0"], f["range_lag_1"], f["range_lag_2"]) == ("0", "16", "1")
+    with pytest.raises(ValueError, match="current"):
+        report.range_facts(trace[trace.case != "current"])
+
+
+def test_cost_table_and_facts():
+    runs, _, _, ratios = tables()
+    c = report.cost_table(ratios)
+    assert c.loc["bf16-mixed", "step time / bf16-mixed"] == "1 [1, 1]"
+    f = report.facts(runs) | report.cost_facts(ratios)
+    assert f["fp8_matching"] == "fp8-current"
+    assert f["fp8_not_matching"] == "mxfp4 (worse)"
+    assert f["diverged"] == "16-true" and f["n_seeds"] == "3"
+    assert f["outcome_bf16_kahan"] == "matches" and f["stalled_bf16_true"] == "25 %"
+    assert f["cost_within"] == "within" and f["cost_worst"].startswith("1.51x")
+    assert f["dloss_16_true"] == "not finite" and f["ratio_bf16_mixed"] == "1 [1, 1]"
+    assert report.cost_facts(ratios[ratios.recipe == "bf16-mixed"])["cost_within"] == \
+        "not measured against"
+
+
+@pytest.mark.parametrize("recipe", lp.RECIPES)
+def test_every_recipe_has_a_style(recipe):
+    color, marker, line = report.style(recipe)
+    assert color.startswith("#") and marker and line
