@@ -66,7 +66,7 @@ browser: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
 
 # nbval re-executes the executed chapters in book/; their results, and the verdicts the ledger
-# (chapter 15) renders, go to a scratch folder emptied first. Checked cells must print the same.
+# (chapter 16) renders, go to a scratch folder emptied first. Checked cells must print the same.
 NBVAL_RESULTS := $(CURDIR)/_build/nbval-results
 NBVAL := PRECISIONLAB_RESULTS_DIR=$(NBVAL_RESULTS) $(BIN)/python -m pytest -p no:cacheprovider \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 book/[0-9][0-9]_*.ipynb
