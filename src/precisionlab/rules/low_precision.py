@@ -116,12 +116,13 @@ def mp12(runs: pd.DataFrame, pure02: pd.DataFrame | None = None,
     ok_naive, ok_corrected = matching(runs, naive), matching(runs, corrected)
     reason = (f"language model, final val loss minus {BASELINE}'s, paired by seed, margin "
               f"+-{sig2(LOSS_MARGIN)} nats: " + "; ".join(parts))
-    mlp = mixed.mp12(pure02).verdict if pure02 is not None else None
-    if pure02 is not None:
-        reason += f". Chapter 02's MLPs, test accuracy vs AMP: {mixed.mp12(pure02).reason}"
-    if naive and len(ok_naive) == len(naive) and mlp in (None, "supported"):
+    mlp = mixed.mp12(pure02) if pure02 is not None else None
+    if mlp is not None:
+        reason += f". Chapter 02's MLPs, test accuracy vs AMP: {mlp.reason}"
+    word = mlp.verdict if mlp is not None else None
+    if naive and len(ok_naive) == len(naive) and word in (None, "supported"):
         verdict = "supported"
-    elif not ok_naive and not ok_corrected and mlp in (None, "refuted"):
+    elif not ok_naive and not ok_corrected and word in (None, "refuted"):
         verdict = "refuted"
     else:
         verdict = "nuanced"
