@@ -28,6 +28,9 @@ from precisionlab.provenance import resolve_device
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCALERS = ("auto", "dynamic", "none")
+# What the loop minimizes: cross-entropy over classes (metric: accuracy), or mean squared error
+# for regression (metric: the same MSE, computed in fp32 as autocast does for mse_loss).
+OBJECTIVES = ("cross-entropy", "mse")
 
 
 def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,6 +38,16 @@ def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
     flat = logits.flatten(0, -2)  # (N, C)
     target = y.flatten()  # (N,)
     return F.cross_entropy(flat, target), (flat.argmax(-1) == target).float().mean()
+
+
+def loss_and_metric(output: torch.Tensor, y: torch.Tensor,
+                    objective: str = "cross-entropy") -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, metric) for an objective: cross-entropy and accuracy (`loss_and_accuracy`), or
+    MSE twice for regression (`output` and `y` of one shape)."""
+    if objective == "mse":
+        loss = F.mse_loss(output.float(), y.float())
+        return loss, loss.detach()
+    return loss_and_accuracy(output, y)
 
 
 def batch_indices(n: int, batch_size: int, seed: int,
@@ -81,9 +94,12 @@ class Trainer:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    objective: str = "cross-entropy"  # or "mse" (regression); see OBJECTIVES
 
     def __post_init__(self) -> None:
         self.policy: Policy = get_policy(self.precision)
+        _check(self.objective in OBJECTIVES,
+               f"objective: must be one of {', '.join(OBJECTIVES)}; got {self.objective!r}")
         _check(self.optimizer in OPTIMIZERS,
                f"optimizer: must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
         _check(_number(self.lr) and self.lr > 0, f"lr: must be a number > 0; got {self.lr!r}")
@@ -124,8 +140,8 @@ class Trainer:
     def fit(self, model: nn.Module, data: Split) -> pd.DataFrame:
         """Train `model` (in place) on `data` and return one history row per optimizer step.
 
-        Columns: step, loss, metric (train-batch accuracy), test_loss and test_metric (on eval
-        steps, else NaN), loss_scale (the scale used in the step), skipped, grad_norm (after
+        Columns: step, loss, metric (train-batch accuracy, or MSE), test_loss and test_metric
+        (on eval steps, else NaN), loss_scale (the scale used in the step), skipped, grad_norm (after
         unscaling, before clipping), lr, seconds (since the start), and stalled if tracked.
         """
         n = len(data.x_train)
@@ -161,7 +177,8 @@ class Trainer:
                 # forward and backward only: 16-bit matmuls emulated if the switch says so
                 with matmul16(policy.compute_dtype, device):
                     with policy.autocast(device.split(":")[0]):
-                        loss, acc = loss_and_accuracy(model(policy.prepare_input(x)), y)
+                        loss, acc = loss_and_metric(model(policy.prepare_input(x)), y,
+                                                    self.objective)
                         loss = loss / k  # the micro-batch means add up to the full-batch mean
                     scaler.scale(loss).backward()
                 loss_sum += loss.detach().double()
@@ -187,16 +204,16 @@ class Trainer:
         return pd.DataFrame(history).reindex(columns=columns)
 
     def evaluate(self, model: nn.Module, data: Split, chunk: int = 1024) -> tuple[float, float]:
-        """Mean loss and accuracy on the test split, at the training precision."""
+        """Mean loss and metric on the test split, at the training precision."""
         with matmul16(self.policy.compute_dtype, data.x_test.device.type):
-            return evaluate(model, data, self.policy, chunk)
+            return evaluate(model, data, self.policy, chunk, self.objective)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split, policy: Policy | None = None,
-             chunk: int = 1024) -> tuple[float, float]:
-    """Mean loss and accuracy of `model` on the test split, in chunks, under `policy`
-    (default 32-true). Leaves the model in eval mode."""
+             chunk: int = 1024, objective: str = "cross-entropy") -> tuple[float, float]:
+    """Mean loss and metric (accuracy, or MSE for `objective="mse"`) of `model` on the test
+    split, in chunks, under `policy` (default 32-true). Leaves the model in eval mode."""
     if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk: must be a positive integer; got {chunk!r}")
     policy = policy or get_policy("32-true")
@@ -207,7 +224,7 @@ def evaluate(model: nn.Module, data: Split, policy: Policy | None = None,
     for i in range(0, n, chunk):
         x, y = data.x_test[i:i + chunk], data.y_test[i:i + chunk]
         with policy.autocast(device_type):
-            loss, acc = loss_and_accuracy(model(policy.prepare_input(x)), y)
+            loss, acc = loss_and_metric(model(policy.prepare_input(x)), y, objective)
         total_loss += float(loss) * len(x)
         total_acc += float(acc) * len(x)
     return total_loss / n, total_acc / n
@@ -270,5 +287,5 @@ def _integer(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-__all__ = ["OPTIMIZERS", "PRECISIONS", "SCALERS", "Trainer", "batch_indices", "evaluate",
-           "loss_and_accuracy", "make_optimizer", "plain_loop"]
+__all__ = ["OBJECTIVES", "OPTIMIZERS", "PRECISIONS", "SCALERS", "Trainer", "batch_indices",
+           "evaluate", "loss_and_accuracy", "loss_and_metric", "make_optimizer", "plain_loop"]
