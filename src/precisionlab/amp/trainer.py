@@ -141,8 +141,8 @@ class Trainer:
         """Train `model` (in place) on `data` and return one history row per optimizer step.
 
         Columns: step, loss, metric (train-batch accuracy, or MSE), test_loss and test_metric
-        (on eval steps, else NaN), loss_scale (the scale used in the step), skipped, grad_norm (after
-        unscaling, before clipping), lr, seconds (since the start), and stalled if tracked.
+        (on eval steps, else NaN), loss_scale (the scale used in the step), skipped, grad_norm
+        (after unscaling, before clipping), lr, seconds (since the start), and stalled if tracked.
         """
         n = len(data.x_train)
         _check(self.batch_size <= n, f"batch_size: must be at most the training set size ({n}); "
