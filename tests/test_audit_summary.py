@@ -1,0 +1,221 @@
+"""audit.summary and its recommendation rules, on synthetic Results: every branch of every rule."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from precisionlab import audit
+from precisionlab.audit.measure import Result, parity_table
+from precisionlab.audit.spec import Subject
+from precisionlab.data import Split
+
+# the module (audit.summary is the function of the same name)
+S = importlib.import_module("precisionlab.audit.summary")
+KEYS = {"model", "data", "task", "machine", "parameters", "amp", "overflow", "underflow", "ptq",
+        "speed", "memory", "recommendations"}
+
+
+def _runs(deltas: dict[str, list[float]], loss: dict[str, list[float]] | None = None,
+          ref=(0.90, 0.80, 0.70)) -> pd.DataFrame:
+    rows = []
+    for seed, r in enumerate(ref):
+        rows.append({"precision": "32-true", "seed": seed, "test_loss": 0.5, "metric": r,
+                     "finite": True, "skipped_steps": 0, "seconds": 1.0})
+    for p, ds in deltas.items():
+        for seed, d in enumerate(ds):
+            lo = (loss or {}).get(p, [0.5] * 3)[seed]
+            rows.append({"precision": p, "seed": seed, "test_loss": lo, "metric": ref[seed] + d,
+                         "finite": math.isfinite(lo), "skipped_steps": 1, "seconds": 1.0})
+    return pd.DataFrame(rows)
+
+
+def _speed(ratios: dict[str, float]) -> pd.DataFrame:
+    return pd.DataFrame([{"precision": p, "train_step_s": r * 0.01, "inference_s": r * 0.005,
+                          "train_step_ratio": r, "inference_ratio": r}
+                         for p, r in {"32-true": 1.0, **ratios}.items()])
+
+
+def _modules(fwd=(1.0, 2.0, 3.0), grad=(1e-3, 1e-3, 1e-3)) -> pd.DataFrame:
+    names = ["enc", "act", "head"]
+    return pd.DataFrame({"name": names, "type": ["Linear", "ReLU", "Linear"],
+                         "fwd_amax": fwd, "grad_amax": grad, "fwd_order": [0, 1, 2],
+                         "bwd_order": [2, 1, 0],
+                         "fwd_overflow_fp16": [a > 65504 for a in fwd],
+                         "grad_overflow_fp16": [a > 65504 for a in grad],
+                         "grad_flushed_fp16": [0.0, 0.0, 0.0],
+                         "grad_flushed_bf16": [0.0, 0.0, 0.0]})
+
+
+def _underflow(fp16: dict[int, tuple[float, bool]]) -> pd.DataFrame:
+    rows = [{"format": "fp16", "log2_scale": k, "flushed": f, "overflowed": o}
+            for k, (f, o) in fp16.items()]
+    rows += [{"format": "bf16", "log2_scale": k, "flushed": 0.0, "overflowed": False}
+             for k in fp16]
+    return pd.DataFrame(rows)
+
+
+def _ptq(drops: dict[str, list[float]], ref=(0.90, 0.80, 0.70)) -> pd.DataFrame:
+    rows = []
+    for name, ds in drops.items():
+        for seed, d in enumerate(ds):
+            rows.append({"config": name, "weight_bits": int(name[1]), "granularity": "channel",
+                         "group_size": None, "activation_bits": None, "seed": seed,
+                         "metric": ref[seed] - d, "fp32_metric": ref[seed], "drop": d,
+                         "fallback": ""})
+    return pd.DataFrame(rows)
+
+
+def _result(task="classification", **tables) -> Result:
+    runs = tables.pop("runs", _runs({"bf16-mixed": [0.001, -0.001, 0.0],
+                                     "16-true": [0.0, 0.0, 0.0]},
+                                    loss={"16-true": [0.5, math.nan, 0.5]}))
+    r = Result(device="cpu", hardware="test CPU", params={"margin": 0.01, "seeds": [0, 1, 2]},
+               task=task, runs=runs, parity=parity_table(runs, task, 0.01),
+               cosine=pd.DataFrame({"precision": runs.precision, "seed": runs.seed,
+                                    "cosine": np.where(runs.precision == "32-true", 1.0, 0.99),
+                                    "finite": True}),
+               modules=_modules(), underflow=_underflow({0: (0.2, False), 8: (0.005, False),
+                                                         16: (0.0, True)}),
+               ptq=_ptq({"w8-channel": [0.001, 0.0, 0.002], "w4-g64": [0.05, 0.03, 0.04]}),
+               speed=_speed({"bf16-mixed": 0.5, "16-true": 0.4}),
+               memory=pd.DataFrame([{"precision": "32-true", "weights_bytes": 8,
+                                     "gradients_bytes": 8, "optimizer_bytes": 16,
+                                     "activation_bytes": np.int64(4),
+                                     "peak_cuda_bytes": None}]))
+    for k, v in tables.items():
+        setattr(r, k, v)
+    return r
+
+
+def _subject() -> Subject:
+    x = torch.zeros(4, 2)
+    y = torch.zeros(4, dtype=torch.long)
+    return Subject("tiny", "m:tiny", "m:data", "classification", Split("audit", x, y, x[:2], y[:2]),
+                   3, [], nn.Linear(2, 1))
+
+
+def test_summary_is_json_with_every_key():
+    r = _result()
+    s = audit.summary(_subject(), r)
+    again = json.loads(json.dumps(s, allow_nan=False))
+    assert again == s and set(s) == KEYS
+    assert s["model"] == {"name": "tiny", "parameters": 3, "spec": "m:tiny"}
+    assert s["data"] == {"spec": "m:data", "n_train": 4, "n_test": 2}
+    amp = s["amp"]["precisions"]
+    assert amp["16-true"]["outcome"] == "diverged" and amp["16-true"]["loss_diff"]["mean"] is None
+    assert amp["bf16-mixed"]["gradient_cosine"] == pytest.approx(0.99)
+    assert s["underflow"]["fp16"]["flushed_unscaled"] == 0.2
+    assert s["underflow"]["fp16"]["smallest_log2_scale_under_1pct"] == 8
+    assert s["ptq"]["w4-g64"]["drop"]["mean"] == pytest.approx(0.04)
+    assert s["speed"]["bf16-mixed"]["train_step_ratio"] == 0.5
+    assert s["memory"]["32-true"]["peak_cuda_bytes"] is None and s["overflow"] is None
+    assert s["recommendations"][0].startswith("Train in bf16-mixed")
+
+
+def test_jsonable():
+    out = S.jsonable({1: [np.float32(0.5), np.int64(3), np.bool_(True), math.nan, math.inf,
+                          (None, "a")], "x": pd.NA, "y": torch.float16})
+    assert out == {"1": [0.5, 3, True, None, None, [None, "a"]], "x": None, "y": "torch.float16"}
+
+
+def test_precision_advice_picks_the_fastest_equivalent():
+    runs = _runs({"bf16-mixed": [0.001, -0.001, 0.0], "16-mixed": [0.0, 0.001, -0.001]})
+    parity = parity_table(runs, "classification", 0.01)
+    out = S.precision_advice(parity, _speed({"bf16-mixed": 0.6, "16-mixed": 0.5}),
+                             "classification")
+    assert len(out) == 1 and out[0].startswith("Train in 16-mixed") and "0.50x" in out[0]
+
+
+def test_precision_advice_keeps_fp32_when_equivalents_are_not_faster():
+    parity = parity_table(_runs({"bf16-mixed": [0.001, -0.001, 0.0]}), "classification", 0.01)
+    out = S.precision_advice(parity, _speed({"bf16-mixed": 0.97}), "classification")
+    assert out[0].startswith("Train in 32-true")
+    assert "bf16-mixed (0.97x 32-true's step time)" in out[0]
+
+
+def test_precision_advice_keeps_fp32_when_none_is_equivalent_and_names_diverged():
+    runs = _runs({"bf16-true": [-0.1, -0.1, -0.11], "16-true": [0.0, 0.0, 0.0]},
+                 loss={"16-true": [math.nan, math.nan, 0.5]})
+    parity = parity_table(runs, "classification", 0.01)
+    out = S.precision_advice(parity, _speed({"bf16-true": 0.5, "16-true": 0.5}),
+                             "classification")
+    assert out[0].startswith("Train in 32-true: no lower precision")
+    assert "bf16-true: worse" in out[0] and "16-true: diverged" in out[0]
+    assert out[1] == "Avoid 16-true: 2 of 3 runs ended with a non-finite test loss."
+
+
+def test_overflow_and_keep_in_fp32():
+    assert S.overflow_of(_modules(), None) is None and S.keep_in_fp32(None) is None
+    fwd = S.overflow_of(_modules(fwd=(1.0, 7e4, 9e4), grad=(1.0, 1.0, 1e5)), "act")
+    assert (fwd["module"], fwd["where"], fwd["fp16_forward_inf"]) == ("act", "forward", "act")
+    assert S.keep_in_fp32(fwd).startswith("Keep `act` in fp32: its output reaches 7e+04")
+    bwd = S.overflow_of(_modules(grad=(1e5, 1e5, 1.0)), None)
+    assert (bwd["module"], bwd["where"]) == ("act", "backward")  # first in backward order
+    assert "gradient of its output reaches 1e+05" in S.keep_in_fp32(bwd)
+    inf = S.overflow_of(_modules(), "head")
+    assert inf["where"] == "fp16 forward"
+    assert "first to hold inf" in S.keep_in_fp32(inf)
+    assert S.overflow_of(pd.DataFrame(), None) is None
+
+
+def test_loss_scale_advice_branches():
+    none = S.loss_scale_advice(_underflow({0: (0.002, False), 8: (0.0, False)}))
+    assert none.startswith("fp16 needs no loss scale") and "0.2 %" in none
+    some = S.loss_scale_advice(_underflow({0: (0.3, False), 8: (0.02, False),
+                                           12: (0.004, False)}))
+    assert some.startswith("For fp16, use a loss scale of at least 2^12") and "30 %" in some
+    no = S.loss_scale_advice(_underflow({0: (0.3, False), 8: (0.2, False), 16: (0.0, True)}))
+    assert no.startswith("No loss scale from 2^0 to 2^16")
+    empty = S.loss_scale_advice(_underflow({0: (math.nan, False)}))
+    assert "none of the nonzero" in empty
+    assert S.smallest_scale(_underflow({0: (0.3, False), 16: (0.0, True)}), "fp16") is None
+
+
+def test_ptq_advice_branches():
+    assert S.ptq_advice(pd.DataFrame(), "classification", 0.01) == []
+    both = S.ptq_advice(_ptq({"w8-channel": [0.001, 0.0, 0.002], "w4-g64": [0.05, 0.03, 0.04]}),
+                        "classification", 0.01)
+    assert both == ["Post-training quantization within the margin: w8-channel costs 0.1 points "
+                    "of accuracy.",
+                    "Post-training quantization beyond the margin: w4-g64 costs 4.0 points of "
+                    "accuracy."]
+    costly = S.ptq_advice(_ptq({"w4-g64": [0.05, 0.03, 0.04]}), "classification", 0.01)
+    assert len(costly) == 1 and "beyond" in costly[0]
+    # regression: drop is the MSE increase; the margin is relative to the fp32 MSE
+    reg = S.ptq_advice(_ptq({"w8-channel": [-0.005, -0.004, -0.003]}, ref=(0.5, 0.5, 0.5)),
+                       "regression", 0.01)
+    assert reg == ["Post-training quantization within the margin: w8-channel lowers MSE by 0.8 %."]
+    gain = S.ptq_advice(_ptq({"w4-g64": [-0.001, -0.001, -0.001]}), "classification", 0.01)
+    assert gain == ["Post-training quantization within the margin: w4-g64 gains 0.1 points of "
+                    "accuracy."]
+    worse = S.ptq_advice(_ptq({"w4-g64": [0.1, 0.1, 0.1]}, ref=(2.0, 2.0, 2.0)), "language-model",
+                         0.01)
+    assert worse == ["Post-training quantization beyond the margin: w4-g64 raises perplexity by "
+                     "5.0 %."]
+
+
+def test_recommendations_in_order():
+    r = _result(modules=_modules(fwd=(1e5, 1.0, 1.0)))
+    out = S.recommendations(r)
+    assert [s.split()[0] for s in out] == ["Train", "Avoid", "Keep", "For", "Post-training",
+                                           "Post-training"]
+    for sentence in out:
+        assert any(ch.isdigit() for ch in sentence)  # each cites a number
+
+
+def test_ptq_advice_says_when_a_change_is_below_its_printed_digits():
+    tiny = S.ptq_advice(_ptq({"w8-tensor": [0.0, 0.0002, -0.0002]}), "classification", 0.01)
+    assert tiny == ["Post-training quantization within the margin: w8-tensor changes accuracy "
+                    "by less than 0.05 points."]
+    reg = S.ptq_advice(_ptq({"w8-tensor": [0.0001, 0.0, 0.0]}, ref=(0.5, 0.5, 0.5)),
+                       "regression", 0.01)
+    assert reg == ["Post-training quantization within the margin: w8-tensor changes MSE by "
+                   "less than 0.05 %."]
