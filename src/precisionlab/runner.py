@@ -11,6 +11,7 @@ cell succeeded. The runner knows no experiment: it executes any notebook.
     precisionlab run CHAPTER -p NAME VALUE [-p NAME VALUE ...] [--profile P] [--publish]
     precisionlab status [--profile P]
     precisionlab toc [--check]
+    precisionlab audit MODEL DATA [--task T] [--out DIR] [--profile P] [-p NAME VALUE] [--force]
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,28 @@ class RunResult:
     seconds: float
 
 
+@dataclass
+class Job:
+    """One notebook execution, cached by `key`: the chapters and `precisionlab audit` share
+    `run_job` (staging, atomic moves, provenance, footer) and differ only in these fields."""
+
+    name: str  # staging prefix
+    profile: str
+    effective: dict[str, Any]  # every parameter in force (for the provenance record)
+    key: str
+    dest: Path  # the executed notebook
+    base: Path  # what module paths are relative to (the project root)
+    modules: list[Path]  # the library files the notebook imports
+    staging: Path  # parent of the staging folder
+    execute: Callable[[Path, bool], None]  # (staged notebook, progress): runs the template
+    move: Callable[[Path], None]  # moves the staged results folder into place
+    record: dict[str, Any] = field(default_factory=dict)  # leading fields of the record
+    device: str | None = None  # the device parameter (default: effective["device"])
+    threads: int | None = None  # the thread parameter (default: effective["threads"])
+    provenance_file: str | None = None  # e.g. "<chapter>/provenance.json" in the results
+    finish: Callable[[Path, Path], None] | None = None  # (finished notebook, results): extras
+
+
 def execute(root: Path, chapter: str, profile: str = "cpu",
             overrides: dict[str, Any] | None = None, publish: bool = True,
             force: bool = False, progress: bool = True) -> RunResult:
@@ -170,11 +193,24 @@ def execute(root: Path, chapter: str, profile: str = "cpu",
         data_dest = root / "data" / "_runs" / run_name
     if not force and stored_key(dest) == key:
         return RunResult(chapter, "up to date", dest, 0.0)
+    job = Job(
+        name=chapter, profile=profile, effective=effective, key=key, dest=dest, base=root,
+        modules=modules(root, chapter), staging=root / "_build" / "staging",
+        execute=lambda out, shown: _papermill(root, chapter, out, injected, shown),
+        move=lambda staged: _move_results(staged, data_dest, chapter, whole_tree=not publish),
+        record={"chapter": chapter}, provenance_file=f"{chapter}/provenance.json")
+    return RunResult(chapter, "executed", dest, run_job(job, progress))
 
-    staging_parent = root / "_build" / "staging"
-    staging_parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{chapter}-", dir=staging_parent))
-    staged_nb, staged_data = staging / f"{chapter}.ipynb", staging / "data"
+
+def run_job(job: Job, progress: bool = True) -> float:
+    """Execute a job's notebook in a staging folder with results pointed there; on success
+    stamp provenance, move the results into place, then write the notebook; return seconds.
+
+    A failing cell raises ChapterFailed naming it, and leaves every previous output in place;
+    an interruption leaves them too (the staging folder is removed either way)."""
+    job.staging.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=job.staging))
+    staged_nb, staged_data = staging / f"{job.name}.ipynb", staging / "data"
     previous_env = os.environ.get(RESULTS_ENV)
     os.environ[RESULTS_ENV] = str(staged_data)
     # Spinning OpenMP threads slow torch 20-40x when another process holds a core; the kernel
@@ -182,65 +218,105 @@ def execute(root: Path, chapter: str, profile: str = "cpu",
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     started, t0 = datetime.now(UTC), time.perf_counter()
     try:
-        _papermill(root, chapter, staged_nb, injected, progress)
+        job.execute(staged_nb, progress)
         seconds = time.perf_counter() - t0
-        record = _provenance(root, chapter, profile, key, effective, started, seconds)
-        _finish_notebook(staged_nb, dest, record)
-        write_json(staged_data / chapter / "provenance.json", record)
-        _move_results(staged_data, data_dest, chapter, whole_tree=not publish)
+        record = _provenance(job, started, seconds)
+        staged_data.mkdir(parents=True, exist_ok=True)
+        if job.provenance_file:
+            write_json(staged_data / job.provenance_file, record)
+        finished = _finish_notebook(staged_nb, record)
+        if job.finish:
+            job.finish(staged_nb, staged_data)
+        job.move(staged_data)
+        # The stamped notebook goes last: were the moves cut short, its old key makes a rerun.
+        atomic_write_text(job.dest, finished)
     finally:
         if previous_env is None:
             os.environ.pop(RESULTS_ENV, None)
         else:
             os.environ[RESULTS_ENV] = previous_env
         shutil.rmtree(staging, ignore_errors=True)
-    return RunResult(chapter, "executed", dest, seconds)
+    return seconds
 
 
 def _papermill(root: Path, chapter: str, out: Path, injected: dict[str, Any],
                progress: bool) -> None:
+    papermill_run(template_path(root, chapter), out, injected, root / "book", progress,
+                  name=chapter, failed=root / "_build" / "failed" / f"{chapter}.ipynb",
+                  unchanged="the published chapter is unchanged", base=root)
+
+
+def papermill_run(template: Path, out: Path, injected: dict[str, Any], cwd: Path,
+                  progress: bool, name: str, failed: Path, unchanged: str, base: Path) -> None:
+    """Execute `template` into `out` with Papermill; a failing cell raises ChapterFailed that
+    names the cell and says `unchanged`, keeping the failed notebook at `failed`."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
     try:
         papermill.execute_notebook(
-            str(template_path(root, chapter)), str(out), parameters=injected,
-            cwd=str(root / "book"), kernel_name="python3", progress_bar=progress,
-            log_output=False,
+            str(template), str(out), parameters=injected, cwd=str(cwd), kernel_name="python3",
+            progress_bar=progress, log_output=False,
         )
     except PapermillExecutionError as err:
-        kept = root / "_build" / "failed" / f"{chapter}.ipynb"
-        kept.parent.mkdir(parents=True, exist_ok=True)
+        failed.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
-            shutil.copyfile(out, kept)
+            shutil.copyfile(out, failed)
         raise ChapterFailed(
-            f"{chapter}: cell In [{err.exec_count}] (cell {err.cell_index} of the notebook) "
-            f"failed: {err.ename}: {err.evalue}\n  the published chapter is unchanged; "
-            f"the failed notebook is kept at {kept.relative_to(root)}"
+            f"{name}: cell In [{err.exec_count}] (cell {err.cell_index} of the notebook) "
+            f"failed: {err.ename}: {err.evalue}\n  {unchanged}; "
+            f"the failed notebook is kept at {_shown(failed, base)}"
         ) from None
 
 
-def _provenance(root: Path, chapter: str, profile: str, key: str, effective: dict[str, Any],
-                started: datetime, seconds: float) -> dict[str, Any]:
-    device = effective.get("device", "auto")
+def _shown(path: Path, base: Path) -> str:
+    """`path` relative to `base` when it lies under it, else as it is."""
+    try:
+        return path.relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _provenance(job: Job, started: datetime, seconds: float) -> dict[str, Any]:
+    device = job.device if job.device is not None else job.effective.get("device", "auto")
     device = provenance.resolve_device(device) if device in provenance.DEVICES else str(device)
-    used = modules(root, chapter)
+    threads = job.threads if job.threads is not None else job.effective.get("threads")
     return {
-        "chapter": chapter,
-        "profile": profile,
-        "parameters": effective,
-        "input_key": key,
-        "modules": [p.relative_to(root).as_posix() for p in used],
-        "modules_hash": provenance.hash_files(used, root),
-        "lock_hash": provenance.lock_hash(root),
-        "machine": provenance.machine(device, effective.get("threads")),
+        **job.record,
+        "profile": job.profile,
+        "parameters": job.effective,
+        "input_key": job.key,
+        "modules": [p.relative_to(job.base).as_posix() for p in job.modules],
+        "modules_hash": provenance.hash_files(job.modules, job.base),
+        "lock_hash": lock_hash(job.base),
+        "machine": provenance.machine(device, threads),
         "executed_at": started.strftime("%Y-%m-%d %H:%M UTC"),
         "wall_time_s": round(seconds, 1),
     }
 
 
-def _finish_notebook(staged: Path, dest: Path, record: dict[str, Any]) -> None:
-    """Hide parameter cells, stamp provenance, add its footer, then rename into place."""
+def lock_hash(root: Path) -> str:
+    """The dependency lock's hash, or (for an installed library without the project around it)
+    a hash of the installed versions of the direct dependencies."""
+    if (root / "requirements.lock").is_file():
+        return provenance.lock_hash(root)
+    from importlib import metadata
+
+    names = [*(metadata.requires("precisionlab") or [])]
+    versions = {}
+    for requirement in names:
+        name = requirement.split(";")[0].split("[")[0]
+        for sep in "=<>!~ ":
+            name = name.split(sep)[0]
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()
+
+
+def _finish_notebook(staged: Path, record: dict[str, Any]) -> str:
+    """Hide parameter cells, stamp provenance and add its footer, in place; return the text."""
     import nbformat
 
     nb = nbformat.read(staged, as_version=4)
@@ -250,7 +326,9 @@ def _finish_notebook(staged: Path, dest: Path, record: dict[str, Any]) -> None:
             tags.append("remove-cell")
     nb.metadata["precisionlab"] = record
     nb.cells.append(nbformat.v4.new_markdown_cell(footer(record), id="provenance"))
-    atomic_write_text(dest, nbformat.writes(nb) + "\n")
+    text = nbformat.writes(nb) + "\n"
+    staged.write_text(text, encoding="utf-8")
+    return text
 
 
 def footer(record: dict[str, Any]) -> str:
@@ -322,7 +400,14 @@ def parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
     """`-p NAME VALUE` pairs, VALUE read as YAML like Papermill does (`[fp16, bf16]`, `3`)."""
     import yaml
 
-    return {name: yaml.safe_load(value) for name, value in pairs}
+    params = {}
+    for name, value in pairs:
+        try:
+            params[name] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise ParameterError(f"{name}: {value!r} is not a YAML value (write lists as "
+                                 "[a, b], strings plainly)") from None
+    return params
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -332,8 +417,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     book.add_argument("chapters", nargs="*", help="only these chapters (default: all)")
     run = sub.add_parser("run", help="rerun one chapter with new parameters")
     run.add_argument("chapter")
-    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
-                     metavar=("NAME", "VALUE"), help="a parameter; VALUE is read as YAML")
     run.add_argument("--publish", action="store_true",
                      help="replace the published chapter in book/ (default: write beside it)")
     status = sub.add_parser("status", help="which chapters are stale")
@@ -342,11 +425,28 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "what the current inputs produce)")
     toc = sub.add_parser("toc", help="write _toc.yml from notebooks/chapters.yml")
     toc.add_argument("--check", action="store_true", help="exit 1 if _toc.yml is not current")
-    for p in (book, run, status):
+    audit = sub.add_parser("audit", help="audit your own model's numerics into a report",
+                           description="Audit MODEL trained on DATA (each package.module:"
+                           "function) in every precision: writes report.ipynb, report.html and "
+                           "summary.json into --out.")
+    audit.add_argument("model", metavar="MODEL", help="package.module:function returning an "
+                       "fp32 torch.nn.Module (imported from the current directory or the env)")
+    audit.add_argument("data", metavar="DATA", help="package.module:function returning (train, "
+                       "test), each (inputs, targets) tensors or a Dataset of such pairs")
+    audit.add_argument("--task", default="classification",
+                       help="classification (default), regression or language-model")
+    audit.add_argument("--out", metavar="DIR", default=None,
+                       help="output folder (default: audits/<model function name>/)")
+    for p in (run, audit):
+        p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                       metavar=("NAME", "VALUE"), help="a parameter; VALUE is read as YAML")
+    for p in (book, run, status, audit):
         p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
-    for p in (book, run):
+    for p in (book, run, audit):
         p.add_argument("--force", action="store_true", help="execute even if up to date")
     args = parser.parse_args(argv)
+    if args.command == "audit":
+        return _audit(args)
     root = provenance.find_root()
     try:
         if args.command == "toc":
@@ -391,6 +491,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2 if isinstance(err, ParameterError) else 1
     except KeyboardInterrupt:
         print("precisionlab: interrupted; the published chapters are unchanged", file=sys.stderr)
+        return 130
+
+
+def _audit(args: argparse.Namespace) -> int:
+    """`precisionlab audit`: exit 0 done, 2 bad input (before any compute), 1 a cell failed,
+    130 interrupted; the previous report is untouched unless the run succeeded."""
+    try:
+        from precisionlab.audit import cli
+
+        return cli.main(args, progress=not quiet())
+    except (ParameterError, ChapterFailed) as err:
+        print(f"precisionlab: {err}", file=sys.stderr)
+        return 2 if isinstance(err, ParameterError) else 1
+    except KeyboardInterrupt:
+        print("precisionlab: interrupted; the previous report is unchanged", file=sys.stderr)
         return 130
 
 
