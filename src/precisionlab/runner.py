@@ -446,67 +446,66 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("--force", action="store_true", help="execute even if up to date")
     args = parser.parse_args(argv)
     if args.command == "audit":
-        return _audit(args)
-    root = provenance.find_root()
-    try:
-        if args.command == "toc":
-            current = write_toc(root, check=args.check)
-            if args.check and not current:
-                print("precisionlab: _toc.yml differs from notebooks/chapters.yml: run "
-                      "`precisionlab toc`", file=sys.stderr)
-                return 1
-            return 0
-        one_of("profile", args.profile, PROFILES)
-        if args.command == "status":
-            stale = []
-            for name in chapter_names(root):
-                injected, _ = plan(root, name, args.profile)
-                fresh = stored_key(root / "book" / f"{name}.ipynb") == input_key(
-                    root, name, args.profile, injected)
-                print(f"{name}: {'up to date' if fresh else 'stale'}")
-                stale += [] if fresh else [name]
-            if stale and args.check:
-                print(f"precisionlab: stale chapters {', '.join(stale)}: run `make book` and "
-                      "commit book/ and data/", file=sys.stderr)
-                return 1
-            return 0
-        if args.command == "run":
-            result = execute(root, args.chapter, args.profile, parse_params(args.parameter),
-                             publish=args.publish, force=args.force, progress=not quiet())
-            print(f"{result.chapter}: {result.status} -> {result.notebook.relative_to(root)}"
-                  f" ({result.seconds:.1f} s)")
-            return 0
-        names = args.chapters or chapter_names(root)
-        for name in names:
-            one_of("chapter", name, chapter_names(root))
-        from tqdm import tqdm
-
-        for name in tqdm(names, desc="chapters", unit="chapter", disable=quiet()):
-            result = execute(root, name, args.profile, force=args.force, progress=not quiet())
-            tqdm.write(f"{name}: {result.status}"
-                       + (f" ({result.seconds:.1f} s)" if result.status == "executed" else ""))
-        return 0
-    except (ParameterError, ChapterFailed) as err:
-        print(f"precisionlab: {err}", file=sys.stderr)
-        return 2 if isinstance(err, ParameterError) else 1
-    except KeyboardInterrupt:
-        print("precisionlab: interrupted; the published chapters are unchanged", file=sys.stderr)
-        return 130
-
-
-def _audit(args: argparse.Namespace) -> int:
-    """`precisionlab audit`: exit 0 done, 2 bad input (before any compute), 1 a cell failed,
-    130 interrupted; the previous report is untouched unless the run succeeded."""
-    try:
         from precisionlab.audit import cli
 
-        return cli.main(args, progress=not quiet())
+        return _guarded(lambda: cli.main(args, progress=not quiet()),
+                        "the previous report is unchanged")
+    return _guarded(lambda: _chapters(args), "the published chapters are unchanged")
+
+
+def _guarded(command: Callable[[], int], unchanged: str) -> int:
+    """Run a command and turn its failures into one line and an exit code: 2 bad input (found
+    before any compute), 1 a cell failed, 130 interrupted (`unchanged` says what is left)."""
+    try:
+        return command()
     except (ParameterError, ChapterFailed) as err:
         print(f"precisionlab: {err}", file=sys.stderr)
         return 2 if isinstance(err, ParameterError) else 1
     except KeyboardInterrupt:
-        print("precisionlab: interrupted; the previous report is unchanged", file=sys.stderr)
+        print(f"precisionlab: interrupted; {unchanged}", file=sys.stderr)
         return 130
+
+
+def _chapters(args: argparse.Namespace) -> int:
+    """The chapter commands: toc, status, run and book."""
+    root = provenance.find_root()
+    if args.command == "toc":
+        current = write_toc(root, check=args.check)
+        if args.check and not current:
+            print("precisionlab: _toc.yml differs from notebooks/chapters.yml: run "
+                  "`precisionlab toc`", file=sys.stderr)
+            return 1
+        return 0
+    one_of("profile", args.profile, PROFILES)
+    if args.command == "status":
+        stale = []
+        for name in chapter_names(root):
+            injected, _ = plan(root, name, args.profile)
+            fresh = stored_key(root / "book" / f"{name}.ipynb") == input_key(
+                root, name, args.profile, injected)
+            print(f"{name}: {'up to date' if fresh else 'stale'}")
+            stale += [] if fresh else [name]
+        if stale and args.check:
+            print(f"precisionlab: stale chapters {', '.join(stale)}: run `make book` and "
+                  "commit book/ and data/", file=sys.stderr)
+            return 1
+        return 0
+    if args.command == "run":
+        result = execute(root, args.chapter, args.profile, parse_params(args.parameter),
+                         publish=args.publish, force=args.force, progress=not quiet())
+        print(f"{result.chapter}: {result.status} -> {result.notebook.relative_to(root)}"
+              f" ({result.seconds:.1f} s)")
+        return 0
+    names = args.chapters or chapter_names(root)
+    for name in names:
+        one_of("chapter", name, chapter_names(root))
+    from tqdm import tqdm
+
+    for name in tqdm(names, desc="chapters", unit="chapter", disable=quiet()):
+        result = execute(root, name, args.profile, force=args.force, progress=not quiet())
+        tqdm.write(f"{name}: {result.status}"
+                   + (f" ({result.seconds:.1f} s)" if result.status == "executed" else ""))
+    return 0
 
 
 if __name__ == "__main__":
