@@ -177,6 +177,12 @@ def test_parse_params_reads_yaml_like_papermill():
         "formats": ["fp16", "bf16"], "seeds": [0, 1], "lr": 0.5, "device": "cpu"}
 
 
+def test_parse_params_reads_exponent_notation_as_numbers():
+    # PyYAML alone reads 1e-4 as the string '1e-4' (YAML 1.1 wants 1.0e-4)
+    got = runner.parse_params([("lr", "1e-4"), ("scales", "[1E+3, 2e-2, x1e-4]"), ("name", "e5")])
+    assert got == {"lr": 1e-4, "scales": [1000.0, 0.02, "x1e-4"], "name": "e5"}
+
+
 def test_declared_data_inputs_are_part_of_the_key(mini_project):
     root = mini_project
     write_template(root)

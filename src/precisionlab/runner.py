@@ -21,6 +21,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -403,11 +404,24 @@ def parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
     params = {}
     for name, value in pairs:
         try:
-            params[name] = yaml.safe_load(value)
+            params[name] = _numbers(yaml.safe_load(value))
         except yaml.YAMLError:
             raise ParameterError(f"{name}: {value!r} is not a YAML value (write lists as "
                                  "[a, b], strings plainly)") from None
     return params
+
+
+# YAML 1.1 (PyYAML) reads `1e-4` as a string: it wants `1.0e-4`. A reader types `-p lr 1e-4`.
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with strings in exponent notation (`1e-4`, `2E+3`) read as floats, in lists too."""
+    if isinstance(value, str) and _FLOAT.match(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
