@@ -138,7 +138,7 @@ def test_precision_advice_keeps_fp32_when_equivalents_are_not_faster():
     parity = parity_table(_runs({"bf16-mixed": [0.001, -0.001, 0.0]}), "classification", 0.01)
     out = S.precision_advice(parity, _speed({"bf16-mixed": 0.97}), "classification")
     assert out[0].startswith("Train in 32-true")
-    assert "bf16-mixed (0.97x 32-true's step time)" in out[0]
+    assert "bf16-mixed (0.97x 32-true's step time) matches it" in out[0]
 
 
 def test_precision_advice_keeps_fp32_when_none_is_equivalent_and_names_diverged():

@@ -87,8 +87,10 @@ def precision_advice(parity: pd.DataFrame, speed: pd.DataFrame, task: str) -> li
     elif len(ok):
         names = ", ".join(f"{p} ({ratio.get(p, math.nan):.2f}x 32-true's step time)"
                           for p in ok["precision"])
-        out.append(f"Train in 32-true: {names} match it within the margin but are not at least "
-                   f"{(1 - SPEED_GAIN) * 100:.0f} % faster per training step on this machine.")
+        match, are = ("matches", "is") if len(ok) == 1 else ("match", "are")
+        out.append(f"Train in 32-true: {names} {match} it within the margin but {are} not at "
+                   f"least {(1 - SPEED_GAIN) * 100:.0f} % faster per training step on this "
+                   "machine.")
     else:
         names = ", ".join(f"{r.precision}: {r.outcome}" for r in parity.itertuples())
         out.append("Train in 32-true: no lower precision was shown equivalent to it "
