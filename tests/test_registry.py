@@ -121,3 +121,81 @@ def test_the_projects_registry_toc_templates_and_claims_agree() -> None:
     registry.check_claims(reg, list(catalog(root)))
     registry.check_profiles(reg, yaml.safe_load((root / "notebooks" / "profiles.yml").read_text()))
     assert sum(c.ledger for c in reg.chapters) == 1
+
+
+HEADLINE = [{"name": "accuracy {task}", "file": "final.csv", "value": "accuracy",
+             "where": {"precision": "16-mixed", "bits": 8}},
+            {"name": "loss", "file": "runs.csv", "value": "loss"}]
+
+
+def with_headline(value) -> dict:
+    return changed(lambda t: t["parts"][0]["chapters"][0].update(headline=value))
+
+
+def test_headline_entries_parse_into_the_chapter() -> None:
+    reg = registry.parse(with_headline(HEADLINE))
+    assert reg.chapter("01_formats").headline == (
+        registry.Headline("accuracy {task}", "final.csv", "accuracy",
+                          (("precision", "16-mixed"), ("bits", 8))),
+        registry.Headline("loss", "runs.csv", "loss"))
+    assert reg.chapter("02_more").headline == ()
+    assert registry.parse(with_headline(None)).chapter("01_formats").headline == ()
+
+
+def headline_edit(k: int, **fields):
+    """A headline whose entry `k` has `fields` changed (None removes the field)."""
+    entries = copy.deepcopy(HEADLINE)
+    for field, value in fields.items():
+        if value is None:
+            del entries[k][field]
+        else:
+            entries[k][field] = value
+    return entries
+
+
+AT = r"^parts\[0\]\.chapters\[0\]\.headline"
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ({"name": "x", "file": "x.csv", "value": "v"}, AT + r": must be a list of mappings with "
+                                                   r"fields name, file, value, where; got"),
+    (["loss"], AT + r"\[0\]: must be a mapping with fields name, file, value, where"),
+    (headline_edit(1, name=None), AT + r"\[1\]\.name: required field missing"),
+    (headline_edit(1, file=None), AT + r"\[1\]\.file: required field missing"),
+    (headline_edit(0, value=None), AT + r"\[0\]\.value: required field missing"),
+    (headline_edit(1, column="loss"), AT + r"\[1\]\.column: unknown field; allowed: name, "
+                                           r"file, value, where"),
+    (headline_edit(1, value=3), AT + r"\[1\]\.value: must be a non-empty string; got 3"),
+    (headline_edit(0, where=["precision", "16-mixed"]), AT + r"\[0\]\.where: must map column "
+                                                            r"names to single values"),
+    (headline_edit(0, where={"bits": [4, 8]}), AT + r"\[0\]\.where: must map column names"),
+    (headline_edit(1, file="runs.json"), AT + r"\[1\]\.file: must be the name of a CSV file"),
+    (headline_edit(1, file="../02_more/runs.csv"), AT + r"\[1\]\.file: must be the name of a "
+                                                        r"CSV file"),
+    (headline_edit(0, name="accuracy {task"), AT + r"\[0\]\.name: not a valid name template"),
+    (headline_edit(0, name="accuracy {}"), AT + r"\[0\]\.name: each \{placeholder\} must name "
+                                                r"a column"),
+])
+def test_invalid_headlines_fail_naming_the_field(value, message) -> None:
+    with pytest.raises(RegistryError, match=message):
+        registry.parse(with_headline(value))
+
+
+def test_depends_on_the_earlier_chapters_whose_outputs_the_inputs_read() -> None:
+    reg = registry.load(find_root())
+    assert reg.depends_on("01_number_formats") == []
+    assert reg.depends_on("03_loss_scaling") == ["01_number_formats"]
+    assert reg.depends_on("15_low_precision_training") == ["02_mixed_precision"]
+    assert reg.depends_on("16_claims_ledger") == reg.before("16_claims_ledger")
+
+
+def test_depends_on_matches_globs_and_only_earlier_chapters() -> None:
+    def inputs(t: dict) -> None:
+        t["parts"][1]["chapters"][0]["inputs"] = ["data/0*/x.csv", "data/claims.csv"]
+        t["parts"][1]["chapters"][1]["inputs"] = ["data/verdicts/01_*.json", "data/*"]
+        t["parts"][1]["chapters"][1]["ledger"] = False
+    reg = registry.parse(changed(inputs))
+    assert reg.depends_on("02_more") == ["01_formats"]  # 02 and 03 match 0*, but are not earlier
+    assert reg.depends_on("03_ledger") == ["01_formats"]  # data/* names no chapter folder
+    assert registry.parse(TABLE).depends_on("03_ledger") == ["01_formats", "02_more"]
+    assert registry.parse(TABLE).depends_on("02_more") == []

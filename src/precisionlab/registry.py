@@ -2,15 +2,18 @@
 and which claims each owns.
 
 One entry registers a chapter: the runner executes only registered templates, `_toc.yml` is
-generated from it (`toc`), and the ledger takes the verdict of each claim from the chapter that
-owns it. Profile parameters stay in `notebooks/profiles.yml`.
+generated from it (`toc`), the ledger takes the verdict of each claim from the chapter that
+owns it, and a parameter sweep tabulates each run's `headline` numbers (`precisionlab.headline`).
+Profile parameters stay in `notebooks/profiles.yml`.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import string
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from precisionlab.validate import ParameterError
@@ -19,12 +22,24 @@ FILE = "notebooks/chapters.yml"
 PROFILES = ("cpu", "smoke", "gpu")
 NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
 PART_FIELDS = ("caption", "chapters", "pages")
-CHAPTER_FIELDS = ("name", "claims", "inputs", "ledger")
+CHAPTER_FIELDS = ("name", "claims", "inputs", "ledger", "headline")
+HEADLINE_FIELDS = ("name", "file", "value", "where")
 TOP_FIELDS = ("parts", "untested")
 
 
 class RegistryError(ParameterError):
     """`notebooks/chapters.yml` (or profiles.yml) says something the book cannot build from."""
+
+
+@dataclass(frozen=True)
+class Headline:
+    """Headline numbers of a chapter: the mean of column `value` of its results file `file`, over
+    the rows whose columns equal `where`, one number per `name` formatted from the row."""
+
+    name: str
+    file: str
+    value: str
+    where: tuple[tuple[str, str | int | float | bool], ...] = ()  # (column, value) pairs
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,7 @@ class Chapter:
     claims: tuple[str, ...] = ()
     inputs: tuple[str, ...] = ()
     ledger: bool = False
+    headline: tuple[Headline, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -81,16 +97,33 @@ class Registry:
         own = [f"data/verdicts/{c}.json" for c in self.before(name)] if chapter.ledger else []
         return [*chapter.inputs, *own]
 
+    def depends_on(self, name: str) -> list[str]:
+        """The chapters before `name` (book order) whose outputs its inputs read: a glob
+        `data/<X>/...` reads each chapter matching X, `data/verdicts/<F>` each whose verdict file
+        matches F; a parallel book runs `name` only after them."""
+        earlier = self.before(name)
+        found = set()
+        for glob in self.inputs(name):
+            parts = glob.split("/")
+            if len(parts) < 3 or parts[0] != "data":
+                continue
+            if parts[1] == "verdicts":
+                found |= {c for c in earlier if fnmatchcase(f"{c}.json", parts[2])}
+            else:
+                found |= {c for c in earlier if fnmatchcase(c, parts[1])}
+        return [c for c in earlier if c in found]
 
-def _fields(where: str, entry: object, allowed: tuple[str, ...], required: str) -> dict:
+
+def _fields(where: str, entry: object, allowed: tuple[str, ...], *required: str) -> dict:
     if not isinstance(entry, dict):
         raise RegistryError(f"{where}: must be a mapping with fields {', '.join(allowed)}; "
                             f"got {entry!r}")
     unknown = [k for k in entry if k not in allowed]
     if unknown:
         raise RegistryError(f"{where}.{unknown[0]}: unknown field; allowed: {', '.join(allowed)}")
-    if required not in entry:
-        raise RegistryError(f"{where}.{required}: required field missing")
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise RegistryError(f"{where}.{missing[0]}: required field missing")
     return entry
 
 
@@ -100,6 +133,42 @@ def _strings(where: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
         raise RegistryError(f"{where}: must be a list of non-empty strings; got {value!r}")
     return tuple(value)
+
+
+def _headline(where: str, value: object) -> tuple[Headline, ...]:
+    """A chapter's `headline` list, each entry checked: a sweep must not find the typo."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise RegistryError(f"{where}: must be a list of mappings with fields "
+                            f"{', '.join(HEADLINE_FIELDS)}; got {value!r}")
+    entries = []
+    for k, raw in enumerate(value):
+        at = f"{where}[{k}]"
+        h = _fields(at, raw, HEADLINE_FIELDS, "name", "file", "value")
+        for field in ("name", "file", "value"):
+            if not isinstance(h[field], str) or not h[field].strip():
+                raise RegistryError(f"{at}.{field}: must be a non-empty string; got {h[field]!r}")
+        try:
+            columns = [f for _, f, _, _ in string.Formatter().parse(h["name"]) if f is not None]
+        except ValueError as err:
+            raise RegistryError(f"{at}.name: not a valid name template ({err}); write a literal "
+                                f"brace as {{{{ or }}}}; got {h['name']!r}") from None
+        if not all(f and not f.isdigit() and not set(f) & set(".[]") for f in columns):
+            raise RegistryError(f"{at}.name: each {{placeholder}} must name a column of the file "
+                                f"(not {{}}, {{0}}, .attribute or [index]); got {h['name']!r}")
+        if "/" in h["file"] or "\\" in h["file"] or not h["file"].endswith(".csv"):
+            raise RegistryError(f"{at}.file: must be the name of a CSV file in the chapter's "
+                                f"results folder data/<chapter>/ (e.g. final_accuracy.csv); "
+                                f"got {h['file']!r}")
+        rows = {} if h.get("where") is None else h["where"]
+        if not isinstance(rows, dict) or not all(
+                isinstance(c, str) and c and isinstance(v, (str, int, float, bool))
+                for c, v in rows.items()):
+            raise RegistryError(f"{at}.where: must map column names to single values "
+                                f"(string, number or boolean); got {h.get('where')!r}")
+        entries.append(Headline(h["name"], h["file"], h["value"], tuple(rows.items())))
+    return tuple(entries)
 
 
 def parse(table: object) -> Registry:
@@ -123,7 +192,8 @@ def parse(table: object) -> Registry:
             chapters.append(Chapter(c["name"], str(part["caption"]),
                                     _strings(f"{where}.claims", c.get("claims")),
                                     _strings(f"{where}.inputs", c.get("inputs")),
-                                    bool(c.get("ledger", False))))
+                                    bool(c.get("ledger", False)),
+                                    _headline(f"{where}.headline", c.get("headline"))))
         if not chapters:
             raise RegistryError(f"parts[{i}].chapters: a part needs at least one chapter")
         parts.append(Part(str(part["caption"]), tuple(chapters),
