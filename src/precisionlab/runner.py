@@ -7,10 +7,11 @@ stored in the executed chapter, so a fresh clone re-executes nothing. The run ha
 staging folder; the chapter and its results are moved into `book/` and `data/` only when every
 cell succeeded. The runner knows no experiment: it executes any notebook.
 
-    precisionlab book [--profile cpu|smoke|gpu] [--force] [CHAPTER ...]
+    precisionlab book [--profile cpu|smoke|gpu] [--force] [--jobs N] [--ray ADDR] [CHAPTER ...]
     precisionlab run CHAPTER -p NAME VALUE [-p NAME VALUE ...] [--profile P] [--publish]
     precisionlab status [--profile P]
     precisionlab toc [--check]
+    precisionlab sweep CHAPTER --grid NAME=VALUES [...] [-p NAME VALUE] [--jobs N] [--ray ADDR]
     precisionlab audit MODEL DATA [--task T] [--out DIR] [--profile P] [-p NAME VALUE] [--force]
 """
 
@@ -186,21 +187,25 @@ def execute(root: Path, chapter: str, profile: str = "cpu",
     """
     injected, effective = plan(root, chapter, profile, overrides)
     key = input_key(root, chapter, profile, injected)
-    if publish:
-        dest, data_dest = root / "book" / f"{chapter}.ipynb", root / "data"
-    else:
-        run_name = f"{chapter}__{key[:10]}"
-        dest = root / "book" / "_runs" / f"{run_name}.ipynb"
-        data_dest = root / "data" / "_runs" / run_name
+    dest, data_dest = destinations(root, chapter, key, publish)
     if not force and stored_key(dest) == key:
         return RunResult(chapter, "up to date", dest, 0.0)
     job = Job(
         name=chapter, profile=profile, effective=effective, key=key, dest=dest, base=root,
         modules=modules(root, chapter), staging=root / "_build" / "staging",
         execute=lambda out, shown: _papermill(root, chapter, out, injected, shown),
-        move=lambda staged: _move_results(staged, data_dest, chapter, whole_tree=not publish),
+        move=lambda staged: move_results(staged, data_dest, chapter, whole_tree=not publish),
         record={"chapter": chapter}, provenance_file=f"{chapter}/provenance.json")
     return RunResult(chapter, "executed", dest, run_job(job, progress))
+
+
+def destinations(root: Path, chapter: str, key: str, publish: bool) -> tuple[Path, Path]:
+    """(executed notebook, results folder) of a run: the published chapter in `book/` and
+    `data/`, or a rerun beside it under `_runs/`, named by its input key."""
+    if publish:
+        return root / "book" / f"{chapter}.ipynb", root / "data"
+    run_name = f"{chapter}__{key[:10]}"
+    return root / "book" / "_runs" / f"{run_name}.ipynb", root / "data" / "_runs" / run_name
 
 
 def run_job(job: Job, progress: bool = True) -> float:
@@ -368,7 +373,7 @@ def write_toc(root: Path, check: bool = False) -> bool:
     return current
 
 
-def _move_results(staged: Path, dest: Path, chapter: str, whole_tree: bool) -> None:
+def move_results(staged: Path, dest: Path, chapter: str, whole_tree: bool) -> None:
     """Move staged results into place: the chapter's own folder as a whole, shared files one by
     one (each an atomic rename), so readers never see a mix of two runs of one chapter."""
     if not staged.exists():
@@ -433,6 +438,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     run.add_argument("chapter")
     run.add_argument("--publish", action="store_true",
                      help="replace the published chapter in book/ (default: write beside it)")
+    sweep = sub.add_parser(
+        "sweep", help="rerun one chapter at every point of a parameter grid",
+        description="Execute CHAPTER once per point of the grid, each an independent task on a "
+        "local pool of processes or a Ray cluster; points already done are not rerun. Results "
+        "go beside the published chapter (book/_runs, data/_runs); the sweep's table and "
+        "figure to data/_runs/sweeps/.")
+    sweep.add_argument("chapter")
+    sweep.add_argument("--grid", action="append", default=[], metavar="NAME=VALUES",
+                       help="a swept parameter and its values as a YAML list, e.g. "
+                       "'n=[64, 128]' (repeat for a grid: every combination runs)")
+    sweep.add_argument("--benchmark", action="store_true",
+                       help="first run every point one by one, then the sweep (both forced), and "
+                       "report the sweep's time as a ratio (written beside the table)")
+    sweep.add_argument("--plot", metavar="NUMBER", default=None,
+                       help="the headline number to plot against the first swept parameter "
+                       "(default: the chapter's first)")
+    for p in (book, sweep):
+        p.add_argument("--jobs", type=int, default=None, metavar="N",
+                       help="tasks at once on the local pool (sweep: default the core count, "
+                       "each task getting its share as its threads; book: default 1, in order)")
+        p.add_argument("--ray", metavar="ADDRESS", default=None,
+                       help="run the tasks on a Ray cluster: auto (the one started on this "
+                       "machine) or the head's HOST:PORT")
     status = sub.add_parser("status", help="which chapters are stale")
     status.add_argument("--check", action="store_true",
                         help="exit 1 if a chapter is stale (its published results are not "
@@ -451,12 +479,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                        help="classification (default), regression or language-model")
     audit.add_argument("--out", metavar="DIR", default=None,
                        help="output folder (default: audits/<model function name>/)")
-    for p in (run, audit):
+    for p in (run, audit, sweep):
         p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                        metavar=("NAME", "VALUE"), help="a parameter; VALUE is read as YAML")
-    for p in (book, run, status, audit):
+    for p in (book, run, status, audit, sweep):
         p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
-    for p in (book, run, audit):
+    for p in (book, run, audit, sweep):
         p.add_argument("--force", action="store_true", help="execute even if up to date")
     args = parser.parse_args(argv)
     if args.command == "audit":
@@ -510,9 +538,25 @@ def _chapters(args: argparse.Namespace) -> int:
         print(f"{result.chapter}: {result.status} -> {result.notebook.relative_to(root)}"
               f" ({result.seconds:.1f} s)")
         return 0
+    if args.command == "sweep":
+        return _sweep(root, args)
     names = args.chapters or chapter_names(root)
     for name in names:
         one_of("chapter", name, chapter_names(root))
+    if args.jobs is not None and args.jobs < 1:
+        raise ParameterError(f"--jobs: must be an integer >= 1; got {args.jobs}")
+    if (args.jobs or 1) > 1 or args.ray:
+        from precisionlab import sweep
+
+        pool = sweep.make_pool(args.jobs, args.ray, root)
+        try:
+            failed = sweep.run_book(root, names, args.profile, pool, force=args.force)
+        finally:
+            pool.close()
+        if failed:
+            print(f"precisionlab: {', '.join(failed)} failed; the other chapters are published",
+                  file=sys.stderr)
+        return 1 if failed else 0
     from tqdm import tqdm
 
     for name in tqdm(names, desc="chapters", unit="chapter", disable=quiet()):
@@ -520,6 +564,34 @@ def _chapters(args: argparse.Namespace) -> int:
         tqdm.write(f"{name}: {result.status}"
                    + (f" ({result.seconds:.1f} s)" if result.status == "executed" else ""))
     return 0
+
+
+def _sweep(root: Path, args: argparse.Namespace) -> int:
+    """`precisionlab sweep`: plan and check every point, then run them on a pool."""
+    from precisionlab import sweep
+
+    if args.jobs is not None and args.jobs < 1:
+        raise ParameterError(f"--jobs: must be an integer >= 1; got {args.jobs}")
+    jobs = args.jobs or sweep.cores()
+    threads = None if args.ray else max(1, sweep.cores() // jobs)
+    planned = sweep.plan_sweep(root, args.chapter, sweep.parse_grid(args.grid),
+                               parse_params(args.parameter), args.profile, threads=threads)
+    pool = sweep.make_pool(jobs, args.ray, root)
+    print(f"{args.chapter}: {len(planned.tasks)} points on the {pool.where}")
+    try:
+        if args.benchmark:
+            failed = sweep.benchmark(planned, pool)["failed"]
+        else:
+            failed = sweep.run_sweep(planned, pool, force=args.force)
+    finally:
+        pool.close()
+    figure = sweep.plot(planned, args.plot)
+    print(f"table: {planned.table.relative_to(root)}"
+          + (f"; figure: {figure.relative_to(root)}" if figure else ""))
+    if failed:
+        print(f"precisionlab: points {', '.join(map(str, failed))} failed (see the table's "
+              "error column); the other points are written", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
