@@ -129,11 +129,14 @@ def mp5(updates: pd.DataFrame) -> Finding:
 
 # ------------------------------------------------------------------------------- MP-6 ---
 
-def mp6(final: pd.DataFrame) -> Finding:
+def mp6(final: pd.DataFrame, hardware: str) -> Finding:
     """MP-6 (AMP reaches the same or better accuracy than fp32), from `finals` of the precision
     runs (task, precision, seed, test_metric): per task and AMP policy, the paired difference to
     32-true against ACC_MARGIN. Supported when every one is equivalent or higher, refuted when
-    any is lower, nuanced when some are inconclusive."""
+    any is lower, nuanced when some are inconclusive. The runs follow the 16-bit kernels of
+    `hardware` (native or emulated), and an interval near the margin can land on the other side
+    on another CPU (it did: inconclusive on an AVX2 EPYC, equivalent on an AMX Xeon), so the
+    verdict carries `hardware`."""
     outcomes, parts = [], []
     for task, part in final.groupby("task", sort=False):
         for precision in LOW:
@@ -143,12 +146,12 @@ def mp6(final: pd.DataFrame) -> Finding:
     text = f"test accuracy minus 32-true's, paired by seed (margin {100 * ACC_MARGIN:g} pp): " + \
         "; ".join(parts)
     if "lower" in outcomes:
-        return Finding("MP-6", "refuted", text, "tbl-final")
+        return Finding("MP-6", "refuted", text, "tbl-final", hardware)
     if all(o in ("equivalent", "higher") for o in outcomes):
         better = "" if "higher" in outcomes else "; never better beyond noise"
-        return Finding("MP-6", "supported", text + better, "tbl-final")
+        return Finding("MP-6", "supported", text + better, "tbl-final", hardware)
     return Finding("MP-6", "nuanced", text + "; more seeds needed for the inconclusive ones",
-                   "tbl-final")
+                   "tbl-final", hardware)
 
 
 # ------------------------------------------------------------------------------- MP-8 ---
