@@ -99,7 +99,7 @@ def test_local_sweep_retries_resumes_and_reports_failures(mini_project, tmp_path
     # n=2 failed once, n=3 killed its worker once: both retried and done; the failing points
     # were retried once each
     assert sum("retrying" in s for s in said) == 2 + 2
-    assert any("worker process exited with code -9" in s for s in said)
+    assert any("terminated abruptly" in s for s in said)  # the killed worker
     df = pd.read_csv(planned.table)
     assert list(df.point) == [0, 1, 2, 3]
     assert list(df.state) == ["executed", "failed", "executed", "failed"]

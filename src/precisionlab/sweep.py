@@ -18,20 +18,28 @@ import contextlib
 import hashlib
 import itertools
 import json
+import multiprocessing as mp
 import os
-import pickle
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from precisionlab import headline, registry, runner
+from precisionlab import registry, runner
 from precisionlab.results import atomic_write_text
 from precisionlab.validate import ParameterError
 
@@ -166,45 +174,42 @@ def _environ(**values: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------- pools
 
-WORKER = "import sys; from precisionlab.sweep import worker; sys.exit(worker(*sys.argv[1:]))"
-
-
 class LocalPool:
-    """At most `jobs` tasks at a time, each in its own Python process (`worker`), so a killed
-    worker loses its task only."""
+    """At most `jobs` tasks at a time on this machine. Each of `jobs` slots keeps one worker
+    process from task to task (as Ray does: imports are paid once); a worker that dies fails
+    only the task it held, and its slot starts a new one."""
 
     def __init__(self, jobs: int) -> None:
         self.threads = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="precisionlab")
-        self.children: set[subprocess.Popen] = set()
+        self.local = threading.local()
+        self.workers: list[ProcessPoolExecutor] = []
+        self.lock = threading.Lock()
         self.where = f"local pool of {jobs}"
 
     def submit(self, task: Task) -> Future:
-        return self.threads.submit(self._in_process, task)
+        return self.threads.submit(self._run, task)
 
-    def _in_process(self, task: Task) -> Outcome:
-        with tempfile.TemporaryDirectory(prefix="precisionlab-task-") as tmp:
-            given, back = Path(tmp) / "task.pickle", Path(tmp) / "outcome.pickle"
-            given.write_bytes(pickle.dumps(task))
-            here = str(Path(__file__).resolve().parents[1])  # this library, for the worker
-            env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-                [here, *filter(None, [os.environ.get("PYTHONPATH")])])}
-            child = subprocess.Popen([sys.executable, "-c", WORKER, str(given), str(back)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True, env=env)
-            self.children.add(child)
-            try:
-                _, err = child.communicate()
-            finally:
-                self.children.discard(child)
-            if child.returncode != 0 or not back.is_file():
-                tail = " | ".join(err.strip().splitlines()[-3:])
-                raise RuntimeError(f"worker process exited with code {child.returncode}"
-                                   + (f": {tail}" if tail else ""))
-            return pickle.loads(back.read_bytes())
+    def _run(self, task: Task) -> Outcome:
+        worker = getattr(self.local, "worker", None)
+        if worker is None:
+            worker = ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"))
+            self.local.worker = worker
+            with self.lock:
+                self.workers.append(worker)
+        try:
+            return worker.submit(run_task, task).result()
+        except BrokenProcessPool:
+            self.local.worker = None  # it died with this task; the slot's next task starts anew
+            raise
 
     def close(self) -> None:
-        for child in list(self.children):
-            child.kill()
+        with self.lock:
+            workers = list(self.workers)
+        for worker in workers:  # an interrupted sweep leaves no worker behind
+            for process in list((getattr(worker, "_processes", None) or {}).values()):
+                if process.is_alive():
+                    process.kill()
+            worker.shutdown(wait=False, cancel_futures=True)
         self.threads.shutdown(wait=True, cancel_futures=True)
 
 
@@ -495,6 +500,8 @@ def table(sweep: Sweep) -> Any:
     swept values, state, headline numbers, verdicts, the machine that ran it and where it is."""
     import pandas as pd
 
+    from precisionlab import headline
+
     chapter = registry.load(sweep.root).chapter(sweep.chapter)
     rows = []
     for i, (run, task) in enumerate(zip(sweep.runs, sweep.tasks, strict=True)):
@@ -609,12 +616,3 @@ def run_book(root: Path, names: Sequence[str], profile: str, pool: LocalPool | R
             say(f"{name}: {error}")
 
     return drive(pool, list(names), deps, prepare, finish, say=say)
-
-
-def worker(given: str, back: str) -> int:
-    """One task of a local pool, in its own process: read the pickled task, write the outcome."""
-    outcome = run_task(pickle.loads(Path(given).read_bytes()))
-    tmp = Path(back).with_suffix(".part")
-    tmp.write_bytes(pickle.dumps(outcome))
-    os.replace(tmp, back)
-    return 0
