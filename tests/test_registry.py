@@ -107,6 +107,8 @@ def test_toc_lists_parts_chapters_and_pages() -> None:
         "      - file: book/01_formats",
         "  - caption: End", "    numbered: true", "    chapters:",
         "      - file: book/02_more", "      - file: book/03_ledger",
+        # pages go last, so chapter NN is numbered NN in the book
+        "  - caption: Beyond the chapters", "    numbered: true", "    chapters:",
         "      - file: book/references"]
 
 

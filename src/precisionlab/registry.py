@@ -266,13 +266,24 @@ def check_profiles(registry: Registry, table: object) -> dict:
     return table
 
 
+PAGES_CAPTION = "Beyond the chapters"
+
+
 def toc(registry: Registry) -> str:
-    """The text of `_toc.yml` (Jupyter Book 1): the intro, then each part's chapters and pages."""
+    """The text of `_toc.yml` (Jupyter Book 1): the intro, each part's chapters, then every
+    part's pages in one last part, so a chapter's number is its NN. (An unnumbered part breaks
+    sphinx-external-toc's numbering styles, so the pages are numbered after the chapters.)"""
     lines = ["# Generated from notebooks/chapters.yml by `precisionlab toc`: edit that file.",
              "format: jb-book", "root: book/intro", "parts:"]
     for part in registry.parts:
-        caption = json.dumps(part.caption) if set(part.caption) & set(":#'\"") else part.caption
-        lines += [f"  - caption: {caption}", "    numbered: true", "    chapters:"]
-        lines += [f"      - file: book/{name}"
-                  for name in [c.name for c in part.chapters] + list(part.pages)]
+        lines += [f"  - caption: {_caption(part.caption)}", "    numbered: true", "    chapters:"]
+        lines += [f"      - file: book/{c.name}" for c in part.chapters]
+    pages = [page for part in registry.parts for page in part.pages]
+    if pages:
+        lines += [f"  - caption: {PAGES_CAPTION}", "    numbered: true", "    chapters:"]
+        lines += [f"      - file: book/{page}" for page in pages]
     return "\n".join(lines) + "\n"
+
+
+def _caption(text: str) -> str:
+    return json.dumps(text) if set(text) & set(":#'\"") else text
