@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 
+import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
+from matplotlib.colors import to_hex
+from matplotlib.patches import Rectangle
 
 from precisionlab import registry
 from precisionlab.claims import Verdict, catalog
 from precisionlab.ledger import (
+    VERDICT_STYLE,
     claim_ids_in,
+    counts,
+    counts_sentence,
+    findings,
+    first_clause,
     ledger,
     markdown,
     markdown_untested,
+    save_markdown,
+    table_markdown,
     untested,
+    verdict_board,
     verdicts_before,
 )
 from precisionlab.provenance import find_root
@@ -86,6 +97,119 @@ def test_the_ledger_reads_only_the_verdict_files_of_chapters_before_it(tmp_path,
                      "chapter": name, "hardware": ""}}))
     found = verdicts_before(tmp_path, REGISTRY, "09_ledger")
     assert {name: [v.claim for v in vs] for name, vs in found.items()} == {"01_x": ["B-2"]}
+
+
+# A synthetic ledger: families out of book order in the catalog, MP-10 listed before MP-2, one
+# verdict that depends on the machine, no "not testable here".
+BOARD_CATALOG = {
+    "Q-1": {"seeds": "003, 004", "claim": "Quantization keeps accuracy."},
+    "MP-10": {"seeds": "004", "claim": "Mixed precision computes in INT8."},
+    "MP-2": {"seeds": "000", "claim": "A number splits in two."},
+    "FMT-1": {"seeds": "(none)", "claim": "Half precision is enough."},
+}
+BOARD_OWNERS = {"Q-1": "05_q", "MP-10": "05_q", "MP-2": "02_mp", "FMT-1": "01_fmt"}
+REASONS = {
+    "Q-1": "int8 vs fp32: mlp +0.1 [-0.22, +0.43] pp (n=3; paired); 4 bits lower",
+    "MP-10": "0 of 948 ops use int8; sparsity 1 %",
+    "MP-2": "none of the 24 casts turns a float into an integer",
+    "FMT-1": "fp16 failed at 2^-16 (inf; NaN) where bf16 did not; bf16 erred 7.9x fp16",
+}
+
+
+def board_table() -> pd.DataFrame:
+    words = {"Q-1": "nuanced", "MP-10": "refuted", "MP-2": "refuted", "FMT-1": "supported"}
+    machine = {"MP-10": "AMD EPYC, 2 threads; torch 2.13 with AVX2 kernels"}
+    found = [Verdict(c, words[c], REASONS[c], f"tbl-{c.lower()}", BOARD_OWNERS[c],
+                     machine.get(c, "")) for c in BOARD_CATALOG]
+    return ledger(BOARD_CATALOG, found, BOARD_OWNERS)
+
+
+def test_counts_give_every_verdict_word_in_order_and_the_speed_dependent_ones() -> None:
+    tally = counts(board_table())
+    assert tally.index.tolist() == ["supported", "refuted", "nuanced", "not testable here"]
+    assert tally.claims.tolist() == [1, 2, 1, 0]
+    assert tally["hardware-dependent"].tolist() == [0, 1, 0, 0]
+    assert counts_sentence(board_table()) == (
+        "4 claims, each with one verdict from the 3 chapters that tested them: 1 supported, "
+        "2 refuted, 1 nuanced and 0 not testable here. 1 of these verdicts depends on the "
+        "machine that measured them (a speed, or the numerics of its 16-bit kernels) and may "
+        "read otherwise on other hardware.")
+    robust = board_table().assign(hardware="")
+    assert "machine" not in counts_sentence(robust)
+    with pytest.raises(ValueError, match=r"^table: verdict words 'maybe' are not among"):
+        counts(board_table().assign(verdict="maybe"))
+
+
+def test_the_verdict_board_has_a_cell_per_claim_by_family_coloured_by_verdict() -> None:
+    table = board_table()
+    fig = verdict_board(table, columns=1)  # one cell a line: MP's two claims wrap
+    try:
+        ax = fig.axes[0]
+        assert to_hex(fig.get_facecolor(), keep_alpha=True) == "#ffffffff"  # opaque on dark pages
+        assert ax.get_xlabel() and ax.get_ylabel() and ax.get_title(loc="left")
+        assert [t.get_text() for t in ax.get_yticklabels()] == ["FMT", "MP", "Q"]
+        cells = [p for p in ax.patches if isinstance(p, Rectangle)]
+        assert len(cells) == 4
+        texts = [t.get_text() for t in ax.texts]
+        ids = [t.split(" ", 1)[1] for t in texts[::2]]
+        assert ids == ["FMT-1", "MP-2", "MP-10", "Q-1"]  # book order of families, ids by number
+        assert texts[1::2] == ["(none)", "000", "004", "003, 004"]  # the seed articles
+        words = table.set_index("claim").verdict
+        for cell, claim in zip(cells, ids, strict=True):
+            assert to_hex(cell.get_facecolor()) == to_hex(VERDICT_STYLE[words[claim]][0])
+            assert bool(cell.get_hatch()) == (claim == "MP-10")  # the speed-dependent one
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend[:4] == ["\u2713 supported (1)", "\u2717 refuted (2)", "~ nuanced (1)",
+                              "? not testable here (0)"]
+        assert legend[4].startswith("hardware-dependent") and legend[4].endswith("1)")
+        ticks = [t.get_position()[1] for t in ax.get_yticklabels()]
+        assert ticks == [0, -1.5, -3]  # MP's label sits between its two lines
+    finally:
+        plt.close(fig)
+    with pytest.raises(ValueError, match="no verdict to draw"):
+        verdict_board(table.iloc[:0])
+
+
+@pytest.mark.parametrize(("reason", "clause"), [
+    ("a; b; c", "a"),
+    ("x (n=3; paired) and y; rest", "x (n=3; paired) and y"),
+    ("at [1; 2] then {p; q}; more", "at [1; 2] then {p; q}"),
+    ("no separator at all", "no separator at all"),
+])
+def test_the_first_clause_ends_at_the_first_separator_outside_brackets(reason, clause) -> None:
+    assert first_clause(reason) == clause
+
+
+def test_findings_state_each_featured_verdict_with_its_number_and_evidence() -> None:
+    text = findings(board_table(), ["Q-1", "MP-10", "FMT-1"])
+    lines = text.splitlines()
+    assert len(lines) == 3 and all(line.startswith("- ") for line in lines)
+    assert lines[0] == (
+        "- *Quantization keeps accuracy* (Q-1; seed articles: 003, 004): **nuanced** \u2014 "
+        "int8 vs fp32: mlp +0.1 [-0.22, +0.43] pp (n=3; paired). "
+        "Evidence: ch. {doc}`5 <05_q>`: {ref}`tbl-q-1 <tbl-q-1>`.")
+    assert "**refuted** (hardware-dependent: measured on AMD EPYC, 2 threads) \u2014 0 of 948" \
+        in lines[1]
+    assert "(FMT-1; seed articles: none)" in lines[2]
+    assert "fp16 failed at 2^-16 (inf; NaN) where bf16 did not." in lines[2]
+    with pytest.raises(ValueError, match=r"^featured: LS-1 have no verdict in the ledger"):
+        findings(board_table(), ["Q-1", "LS-1"])
+
+
+def test_a_table_for_readers_has_headers_no_index_and_readable_cells() -> None:
+    df = pd.DataFrame({"title": ["A | B", None], "share": [0.6, 0.0], "named": [True, False],
+                       "score": [0.12345, 3.0]}, index=[7, 8])
+    assert table_markdown(df, percent=["share"]).splitlines() == [
+        "| title | share | named | score |", "|---|---|---|---|",
+        "| A / B | 60% | yes | 0.12 |", "|  | 0% | no | 3 |"]
+
+
+def test_markdown_for_another_page_goes_to_the_chapters_results(results_dir) -> None:
+    path = save_markdown("- one\n- two\n\n", "16_ledger", "findings")
+    assert path == results_dir / "16_ledger" / "findings.md"
+    assert path.read_text() == "- one\n- two\n"
+    with pytest.raises(ValueError, match="^name: "):
+        save_markdown("x", "16_ledger", "../intro")
 
 
 def cited(*rows: tuple[str, str, str]) -> pd.DataFrame:
