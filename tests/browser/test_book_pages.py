@@ -10,42 +10,21 @@ Under CI=true a missing browser or book is a failure, elsewhere a skip.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
+from bookbrowser import CHROMIUM_ARGS, HTML, IN_CI, SHOTS, chromium, missing
 
-ROOT = Path(__file__).resolve().parents[2]
-HTML = ROOT / "_build" / "html"
-SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 REFRESH = re.compile(r'http-equiv="refresh"[^>]*url=([^"\'>]+)', re.IGNORECASE)
-IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
-
-
-def _missing(what: str) -> None:
-    if IN_CI:
-        pytest.fail(f"{what} (CI=true: the browser check may not be skipped)")
-    pytest.skip(what)
-
-
-def _chromium() -> str:
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-browser")
-    if not path:
-        _missing("no Chromium found: apt-get install chromium, or set CHROMIUM=/path/to/it")
-    return path
 
 
 def _pages() -> list[Path]:
     pages = sorted(p for p in HTML.rglob("*.html") if "_sources" not in p.parts
                    and "_static" not in p.parts)
     if not pages:
-        _missing(f"no built book in {HTML}: run `make html` first")
+        missing(f"no built book in {HTML}: run `make html` first")
     return pages
 
 
@@ -55,7 +34,7 @@ def visits() -> dict[Path, dict]:
     sync_api = pytest.importorskip("playwright.sync_api") if not IN_CI else __import__(
         "playwright.sync_api", fromlist=["sync_playwright"])
     pages = _pages()
-    executable = _chromium()
+    executable = chromium()
     SHOTS.mkdir(parents=True, exist_ok=True)
     found: dict[Path, dict] = {}
     with sync_api.sync_playwright() as pw:
