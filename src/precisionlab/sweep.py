@@ -146,8 +146,8 @@ def run_task(task: Task) -> Outcome:
             move=lambda staged: staged.rename(out) if staged.exists() else out.mkdir(),
             record={"chapter": task.chapter, "host": host},
             provenance_file=f"{task.chapter}/provenance.json")
-        path = os.pathsep.join([str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
-        with _environ(PYTHONPATH=path, HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")):
+        with _environ(PYTHONPATH=library_first(root),
+                      HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")):
             try:
                 seconds = runner.run_job(job, progress=False)
             except runner.ChapterFailed as err:
@@ -155,6 +155,12 @@ def run_task(task: Task) -> Outcome:
         files = {p.relative_to(out).as_posix(): p.read_bytes()
                  for p in sorted(out.rglob("*")) if p.is_file()}
         return Outcome(task.key, host, job.dest.read_text(encoding="utf-8"), files, seconds)
+
+
+def library_first(root: Path) -> str:
+    """A PYTHONPATH with `root`'s library before anything installed: a kernel started with it
+    imports the carried source, not the worker's own copy."""
+    return os.pathsep.join([str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 @contextlib.contextmanager
@@ -376,8 +382,7 @@ def check_points(root: Path, chapter: str, runs: list[dict[str, Any]]) -> None:
         "    except Exception as err:\n"
         "        errors.append(f'{type(err).__name__}: {err}')\n"
         "print(json.dumps(errors))\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])]), "MPLBACKEND": "Agg"}
+    env = {**os.environ, "PYTHONPATH": library_first(root), "MPLBACKEND": "Agg"}
     done = subprocess.run([sys.executable, "-c", script], cwd=root / "book", env=env,
                           input=json.dumps({"params": params, "check": check, "runs": runs}),
                           capture_output=True, text=True)
