@@ -200,7 +200,7 @@ def test_a_table_for_readers_has_headers_no_index_and_readable_cells() -> None:
     df = pd.DataFrame({"title": ["A | B", None], "share": [0.6, 0.0], "named": [True, False],
                        "score": [0.12345, 3.0]}, index=[7, 8])
     assert table_markdown(df, percent=["share"]).splitlines() == [
-        "| title | share | named | score |", "|---|---|---|---|",
+        "| title | share | named | score |", "|---|---:|---|---:|",
         "| A / B | 60% | yes | 0.12 |", "|  | 0% | no | 3 |"]
 
 

@@ -15,15 +15,15 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from precisionlab.claims import VERDICTS, Verdict, sig2, verdict_files
+from precisionlab.claims import VERDICTS, Verdict, verdict_files
 from precisionlab.plotting import PALETTE, figure
 from precisionlab.registry import FILE, Registry
 from precisionlab.results import atomic_write_text, results_root
+from precisionlab.tables import show
 
 CLAIM_ID = re.compile(r"^\|\s*([A-Z]+-\d+)\s*\|", re.MULTILINE)
 
@@ -106,25 +106,9 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def table_markdown(df: pd.DataFrame, percent: Sequence[str] = ()) -> str:
-    """A table as readers see it, in Markdown: the column names as headers and no index, blanks
-    for missing values, yes/no for booleans, the `percent` columns as whole percentages and
-    other fractional numbers to 2 significant digits."""
-    def text(column: str, x: object) -> str:
-        if isinstance(x, (bool, np.bool_)):
-            return "yes" if x else "no"
-        if pd.isna(x):
-            return ""
-        if column in percent:
-            return f"{x:.0%}"
-        if isinstance(x, (float, np.floating)):
-            return str(int(x)) if float(x).is_integer() else sig2(float(x))
-        return _cell(x)
-
-    lines = ["| " + " | ".join(_cell(c) for c in df.columns) + " |",
-             "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(text(c, x) for c, x in zip(df.columns, row, strict=True)) + " |"
-              for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+    """A table as readers see it, in Markdown: `tables.show`'s cells (headers, no index, yes/no,
+    blanks for missing values) with numbers to 2 significant digits, as in the verdicts' reasons."""
+    return show(df, percent=percent, digits=2).to_markdown()
 
 
 def markdown_untested(table: pd.DataFrame) -> str:
