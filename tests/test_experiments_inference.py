@@ -6,6 +6,7 @@ import torch
 
 from precisionlab import pretrained
 from precisionlab.experiments import inference as inf
+from precisionlab.validate import ParameterError
 
 
 @pytest.fixture(scope="module")
@@ -109,3 +110,65 @@ def test_activation_bytes_halve_in_pure_bf16(tiny_llama):
     assert t.saved_bytes["bf16-pure"] < t.saved_bytes["fp32"]
     assert t.bytes_per_token["fp32"] == t.saved_bytes["fp32"] / 16
     assert all(p.grad is None for p in tiny_llama.parameters())
+
+
+def good_parameters(**changes):
+    p = {"seeds": [0], "threads": 2, "device": "cpu", "precisions": ["fp32", "bf16-pure"],
+         "context": 16, "n_windows": 2, "n_sentences": 8, "latency_sentences": 4,
+         "latency_context": 8, "repeats": 5, "warmup": 0, "activation_context": 8,
+         "kv_context": 4096, "int8": True}
+    return p | changes
+
+
+def test_check_parameters_returns_what_the_chapter_needs():
+    p = inf.check_parameters(good_parameters(precisions=("fp32", "fp16-autocast")))
+    assert p["precisions"] == ["fp32", "fp16-autocast"]
+    assert (p["sentences"], p["sentences_sha"]) == pretrained.stdlib_sentences(8)
+    assert len(p["sentences"]) == 8 and len(p["sentences_sha"]) == 64
+    assert set(inf.PARAMETERS) <= set(p) and p["device"] == "cpu"  # the rest passes through
+    assert inf.SMOL_CONTEXT == pretrained.MAX_CONTEXT["smollm2"]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("seeds", [-1]), ("seeds", []), ("threads", 0), ("threads", 2.0),
+    ("precisions", ["fp8"]), ("precisions", ["bf16-pure"]), ("precisions", "fp32"),
+    ("context", 1), ("context", inf.SMOL_CONTEXT + 1),
+    ("n_windows", 1), ("n_windows", len(pretrained.STDLIB_FILES) + 1),
+    ("n_sentences", 2), ("n_sentences", 10**6),
+    ("latency_sentences", 0), ("latency_sentences", 9),
+    ("latency_context", 1), ("latency_context", 17),
+    ("repeats", 4), ("warmup", -1), ("warmup", 101),
+    ("activation_context", 17), ("kv_context", 0), ("int8", "yes"),
+])
+def test_check_parameters_names_the_bad_parameter(name, value):
+    with pytest.raises(ParameterError) as err:
+        inf.check_parameters(good_parameters(**{name: value}))
+    assert str(err.value).startswith(f"{name}: ")
+
+
+def test_check_parameters_needs_fp32_as_the_reference():
+    with pytest.raises(ParameterError, match="precisions: must include 'fp32', the reference"):
+        inf.check_parameters(good_parameters(precisions=["bf16-pure", "fp16-pure"]))
+
+
+def test_outlier_vector_is_the_token_with_the_largest_value():
+    hidden = [torch.ones(4, 3), torch.ones(4, 3)]
+    hidden[1][2, 0] = 50.0
+    layers, _ = inf.outlier_stats(hidden)
+    assert torch.equal(inf.outlier_vector(layers, hidden), torch.tensor([50.0, 1.0, 1.0]))
+
+
+def test_kv_table_by_hand():
+    t = inf.kv_table({"layers": 2, "hidden": 32, "kv_heads": 3, "head_dim": 4})
+    assert list(t.columns) == ["format", "kv_bytes_per_token"]
+    # 2 (K and V) x 2 layers x 3 heads x 4 dims = 48 values per token
+    assert dict(zip(t.format, t.kv_bytes_per_token, strict=True)) == {
+        "fp32": 192, "bf16": 96, "fp16": 96, "int8": 48}
+
+
+def test_activation_per_unit_takes_the_least_bf16_row():
+    acts = pd.DataFrame({"precision": ["fp32", "bf16-autocast", "bf16-pure", "fp16-pure"],
+                         "bytes_per_token": [4000.0, 3000.0, 2000.0, 1000.0]})
+    assert inf.activation_per_unit(acts, {"layers": 2, "hidden": 50}) == 20.0
+    assert math.isnan(inf.activation_per_unit(acts[acts.precision == "fp32"],
+                                              {"layers": 2, "hidden": 50}))

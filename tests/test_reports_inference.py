@@ -58,3 +58,50 @@ def test_outlier_figures_and_facts():
     assert "channel" in fig.axes[0].get_xlabel()
     f = report.outlier_facts(layers, "x")
     assert f["x_max"] == "30,000" and f["x_layer"] == "1" and f["x_ratio"] == "500"
+
+
+def test_int8_text_reads_both_models():
+    speed_ = pd.concat([speed(), pd.DataFrame([
+        {"model": "smollm2", "precision": report.INT8, "speedup": 1.234},
+        {"model": "minilm", "precision": report.INT8, "speedup": 2.5}])], ignore_index=True)
+    fid = pd.concat([report.fidelity(causal(), encoder()), pd.DataFrame([
+        {"model": "smollm2", "precision": report.INT8, "kl": 0.0123, "cosine": float("nan")},
+        {"model": "minilm", "precision": report.INT8, "kl": float("nan"), "cosine": 0.98765}])],
+        ignore_index=True)
+    assert report.int8_text(speed_, fid) == (
+        "1.2x as fast as fp32 on SmolLM2 but moves its next-token distribution by a mean KL of "
+        "0.012 nats (one activation scale per tensor meets the outliers shown below), and 2.5x "
+        "on MiniLM at a mean cosine of 0.9877: faster, but not the same answers")
+    assert report.int8_text(speed(), report.fidelity(causal(), encoder())) == (
+        "not timed on this device")
+
+
+def rms(mean_x2_fp16, finite_fp16, zero_fp16, err_fp16):
+    return pd.DataFrame({"format": ["fp32", "bf16", "fp16"],
+                         "mean_x2": [90000.4, 90112.0, mean_x2_fp16],
+                         "finite": [True, True, finite_fp16],
+                         "output_all_zero": [False, False, zero_fp16],
+                         "max_abs_error": [0.0, 0.00312, err_fp16]})
+
+
+def test_rmsnorm_facts_when_fp16_overflows():
+    f = report.rmsnorm_facts(rms(float("inf"), False, True, 1.0))
+    assert f == {"mean_x2_fp32": "90,000", "mean_x2_fp16": "inf",
+                 "fp16_finite": "1/sqrt of it is 0: the normalized vector becomes all zeros "
+                                "(largest error 1)",
+                 "bf16_err": "0.0031"}
+    lost = report.rmsnorm_facts(rms(float("inf"), False, False, 0.4567))
+    assert lost["fp16_finite"] == ("1/sqrt of it is 0: the normalized vector is lost "
+                                   "(largest error 0.457)")
+
+
+def test_rmsnorm_facts_when_fp16_stays_finite():
+    f = report.rmsnorm_facts(rms(1.5, True, False, 0.0001))
+    assert f["fp16_finite"] == "stays finite" and f["mean_x2_fp16"] == "1.5"
+
+
+def test_autocast_mb():
+    acts = pd.DataFrame({"precision": ["fp32", "bf16-autocast", "fp16-autocast"],
+                         "saved_bytes": [9e6, 4.2e6, 5.6e6]})
+    assert report.autocast_mb(acts) == "6"
+    assert report.autocast_mb(acts[acts.precision == "fp32"]) == "no"

@@ -10,19 +10,51 @@ model".
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import pandas as pd
 import torch
 from torch import nn
 
-from precisionlab import bench, memory
+from precisionlab import bench, memory, validate
 from precisionlab import pretrained as pre
 from precisionlab.validate import one_of
 
 INT8 = "int8-dynamic"  # torch.ao dynamic quantization of every nn.Linear (CPU kernels only)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
+SMOL_CONTEXT = pre.MAX_CONTEXT["smollm2"]  # the longest window SmolLM2 reads
+
+# The parameters `check_parameters` checks (the template's `device` is resolved there instead).
+PARAMETERS = ("seeds", "threads", "precisions", "context", "n_windows", "n_sentences",
+              "latency_sentences", "latency_context", "repeats", "warmup", "activation_context",
+              "kv_context", "int8")
+
+
+def check_parameters(params: Mapping[str, object]) -> dict[str, object]:
+    """Chapter 13's parameters (a mapping holding at least `PARAMETERS`), checked before any
+    compute: the first bad one raises a `ParameterError` whose message starts with its name.
+    Returns the parameters with `precisions` as a list, plus the MiniLM `sentences` and their
+    `sentences_sha` (drawing them is the check that `n_sentences` are available)."""
+    v = validate
+    p = dict(params)
+    v.integers("seeds", p["seeds"], 0, 2**32 - 1)
+    v.integer("threads", p["threads"], 1, 256)
+    p["precisions"] = v.subset_of("precisions", p["precisions"], pre.PRECISIONS)
+    if "fp32" not in p["precisions"]:
+        raise v.ParameterError("precisions: must include 'fp32', the reference")
+    v.integer("context", p["context"], 2, SMOL_CONTEXT)
+    v.integer("n_windows", p["n_windows"], 2, len(pre.STDLIB_FILES))  # an interval needs 2
+    v.integer("n_sentences", p["n_sentences"], 3)
+    p["sentences"], p["sentences_sha"] = pre.stdlib_sentences(p["n_sentences"])  # fails if too many
+    v.integer("latency_sentences", p["latency_sentences"], 1, p["n_sentences"])
+    v.integer("latency_context", p["latency_context"], 2, p["context"])  # timed on window 0
+    v.integer("repeats", p["repeats"], 5, 1000)  # bench.interleaved needs >= 5 for a median
+    v.integer("warmup", p["warmup"], 0, 100)
+    v.integer("activation_context", p["activation_context"], 2, p["context"])  # from window 0
+    v.integer("kv_context", p["kv_context"], 1, 10**7)
+    v.one_of("int8", p["int8"], [True, False])
+    return p
 
 
 def variants(model: nn.Module, precisions: Sequence[str], device: str = "cpu",
@@ -177,6 +209,13 @@ def outlier_stats(hidden: Sequence[torch.Tensor]) -> tuple[pd.DataFrame, pd.Data
     return pd.DataFrame(rows), pd.concat(chans, ignore_index=True)
 
 
+def outlier_vector(layers: pd.DataFrame, hidden: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The residual vector (one token's channels) holding the largest |x| of `outlier_stats`'s
+    per-layer table: `hidden[layer][token]` of the row with the largest max_abs."""
+    row = layers.loc[layers.max_abs.idxmax()]
+    return hidden[int(row.layer)][int(row.token)]
+
+
 def rms_norm_in(vector: torch.Tensor) -> pd.DataFrame:
     """RMSNorm's statistic for one residual vector computed in each format: the largest x^2,
     the mean of x^2 and 1/sqrt(mean + eps) (what scales the vector), whether the statistic and
@@ -241,6 +280,20 @@ def recipe_bytes() -> pd.DataFrame:
 def kv_bytes_per_token(layers: int, kv_heads: int, head_dim: int, bytes_per_value: int) -> int:
     """KV-cache bytes per token: 2 (K and V) x layers x kv_heads x head_dim x bytes."""
     return 2 * layers * kv_heads * head_dim * bytes_per_value
+
+
+def kv_table(shape: Mapping[str, int]) -> pd.DataFrame:
+    """KV-cache bytes per token of a model of `shape` (`model_shape`) in each format of BYTES."""
+    return pd.DataFrame([{"format": f, "kv_bytes_per_token": kv_bytes_per_token(
+        shape["layers"], shape["kv_heads"], shape["head_dim"], b)} for f, b in BYTES.items()])
+
+
+def activation_per_unit(acts: pd.DataFrame, shape: Mapping[str, int]) -> float:
+    """Saved activation bytes per token per layer and hidden unit: the smallest bytes_per_token
+    of the bf16 precisions in `acts` (`activation_bytes`) over layers x hidden (NaN without a
+    bf16 row)."""
+    bf16 = float(acts[acts.precision.str.startswith("bf16")].bytes_per_token.min())
+    return bf16 / (shape["layers"] * shape["hidden"])
 
 
 def model_shape(model: nn.Module) -> dict[str, int]:

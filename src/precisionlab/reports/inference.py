@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 
 from precisionlab import plotting, stats
 from precisionlab.claims import sig2
+from precisionlab.experiments.inference import INT8
 
 FP16_MAX = 65504.0  # largest finite fp16 value
 BF16_MAX = 3.3895313892515355e38  # largest finite bf16 value (same exponent range as fp32)
@@ -119,3 +120,37 @@ def memory_facts(kv: int, per_unit: float, recipes: pd.DataFrame) -> dict[str, s
             "adam_fp32": str(int(tot["fp32"])),
             "adam_mixed": str(int(tot["bf16-mixed (16-bit weights + fp32 master)"])),
             "adam_pure": str(int(tot["pure bf16"]))}
+
+
+def int8_text(speed: pd.DataFrame, fid: pd.DataFrame) -> str:
+    """The sentence on dynamic int8: its speed-up on each model (`speed`, from
+    `experiments.inference.latency` with a `model` column) against what it does to the answers
+    (`fid`, from `fidelity`), or that it was not timed on this device."""
+    i8 = speed[speed.precision == INT8].set_index("model").speedup
+    if i8.empty:
+        return "not timed on this device"
+    f8 = fid[fid.precision == INT8].set_index("model")
+    return (f"{i8['smollm2']:.2g}x as fast as fp32 on SmolLM2 but moves its next-token "
+            f"distribution by a mean KL of {f8.kl['smollm2']:.2g} nats (one activation scale per "
+            f"tensor meets the outliers shown below), and {i8['minilm']:.2g}x on MiniLM at a mean "
+            f"cosine of {f8.cosine['minilm']:.4f}: faster, but not the same answers")
+
+
+def rmsnorm_facts(rms: pd.DataFrame) -> dict[str, str]:
+    """Glue texts about RMSNorm's statistic in each format (`experiments.inference.rms_norm_in`):
+    mean x^2 in fp32 and fp16, what fp16 does to the normalized vector, and bf16's error."""
+    r = rms.set_index("format")
+    if r.finite["fp16"]:
+        fp16 = "stays finite"
+    else:
+        fp16 = ("1/sqrt of it is 0: the normalized vector "
+                + ("becomes all zeros" if r.output_all_zero["fp16"] else "is lost")
+                + f" (largest error {r.max_abs_error['fp16']:.3g})")
+    return {"mean_x2_fp32": f"{r.mean_x2['fp32']:,.0f}", "mean_x2_fp16": f"{r.mean_x2['fp16']}",
+            "fp16_finite": fp16, "bf16_err": f"{r.max_abs_error['bf16']:.2g}"}
+
+
+def autocast_mb(acts: pd.DataFrame) -> str:
+    """The largest saved bytes of the autocast precisions in `acts`, in MB, or 'no' without one."""
+    auto = acts[acts.precision.str.endswith("-autocast")]
+    return f"{auto.saved_bytes.max() / 1e6:.0f}" if len(auto) else "no"
