@@ -54,7 +54,7 @@ def test_default_index_is_dropped_and_numbers_align_right() -> None:
     assert table.numeric == (False, True, True, False)
     html = table._repr_html_()
     assert "<th" not in html.split("<tbody>")[1], "no row headers: the index is not printed"
-    assert '<td style="text-align: right">0.973</td>' in html
+    assert "<td style=\"text-align: right; white-space: nowrap\">0.973</td>" in html
     assert repr(table).splitlines()[0].split() == ["precision", "nan", "runs", "mean", "finite"]
     assert table.to_markdown().splitlines()[:3] == [
         "| precision | nan runs | mean | finite |", "|---|---:|---:|---|",
@@ -118,3 +118,9 @@ def test_grouped_rows_print_each_group_label_once_and_a_caption_can_be_given() -
                                           ["", "a", "sym", "0.1 ± 0.2"],
                                           ["LM", "w", "sym", "0.1 ± 0.2"]]
     assert "<caption>Accuracy lost (pp)</caption>" in table._repr_html_()
+
+
+def test_columns_of_numbers_written_as_text_align_right_like_numbers() -> None:
+    df = pd.DataFrame({"fmt": ["bf16", "fp16"], "ratio": ["1.38", "0.70x"],
+                       "share": ["60 %", ""], "interval": ["+19 [-0.2, +39]", "1"]})
+    assert show(df).numeric == (False, True, True, False)

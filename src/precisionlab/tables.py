@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -94,8 +95,8 @@ class Table:
     caption: str = ""
 
     def _repr_html_(self) -> str:
-        align = ['style="text-align: right"' if n else 'style="text-align: left"'
-                 for n in self.numeric]
+        align = ['style="text-align: right; white-space: nowrap"' if n else
+                 'style="text-align: left"' for n in self.numeric]
         rows = ["<tr>" + "".join(f"<td {a}>{html.escape(v)}</td>" for a, v in zip(align, row,
                                                                                     strict=True))
                 + "</tr>" for row in self.text.itertuples(index=False)]
@@ -118,6 +119,16 @@ class Table:
         lines += ["| " + " | ".join(esc(v) for v in row) + " |"
                   for row in self.text.itertuples(index=False)]
         return "\n".join(lines)
+
+
+_NUMBER = re.compile(r"[-+\u2212]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?\s*[x%]?|[-+]?inf")
+
+
+def _numbers(cells: pd.Series) -> bool:
+    """Whether a column of text holds only numbers (as a report wrote them: '1.38', '2.5x',
+    '60 %'): such columns align right like numeric ones."""
+    filled = [c for c in cells if c]
+    return bool(filled) and all(_NUMBER.fullmatch(c) for c in filled)
 
 
 def _sparse(text: pd.DataFrame, levels: int) -> pd.DataFrame:
@@ -151,7 +162,8 @@ def show(df: pd.DataFrame, percent: Iterable[str] = (), digits: int = 3,
     text = pd.DataFrame({i: [cell(x, digits, flat.columns[i] in shown) for x in col]
                          for i, col in enumerate(columns)}, index=range(len(flat)))
     text.columns = flat.columns
-    numeric = tuple(bool(pd.api.types.is_numeric_dtype(col))
-                    and not pd.api.types.is_bool_dtype(col) for col in columns)
+    numeric = tuple((bool(pd.api.types.is_numeric_dtype(col))
+                     and not pd.api.types.is_bool_dtype(col)) or _numbers(text.iloc[:, i])
+                    for i, col in enumerate(columns))
     return Table(frame=df, text=_sparse(text, levels) if levels > 1 else text, numeric=numeric,
                  caption=names if caption is None else caption)
