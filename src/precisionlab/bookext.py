@@ -80,14 +80,6 @@ def machine_label(machine: dict[str, Any]) -> str:
     return f"{machine.get('cpu_model', '?')} ({device}, {capability})"
 
 
-def _record(notebook: Path) -> dict[str, Any] | None:
-    """The provenance record stamped into an executed chapter, or None."""
-    try:
-        return json.loads(notebook.read_text(encoding="utf-8"))["metadata"]["precisionlab"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
 def _why_stale(root: Path, name: str, record: dict[str, Any], effective: dict[str, Any]) -> str:
     """What changed since a chapter ran, as far as its record tells (it keeps the hashes of the
     lock and the modules and the parameters, not those of the template or data inputs)."""
@@ -111,14 +103,14 @@ def chapter_status(root: Path) -> list[ChapterStatus]:
     rows = []
     for name in runner.chapter_names(root):
         notebook = root / "book" / f"{name}.ipynb"
-        record = _record(notebook) if notebook.is_file() else None
+        record = runner.record_of(notebook) if notebook.is_file() else None
         if record is None:
             why = "no provenance record in book/" + notebook.name if notebook.is_file() else ""
             rows.append(ChapterStatus(name, "stale" if why else "not executed", why))
             continue
         profile = record.get("profile", "cpu")
         injected, effective = runner.plan(root, name, profile)
-        stored = runner.stored_key(notebook) or ""
+        stored = record.get("input_key") or ""
         why = ""
         if stored != runner.input_key(root, name, profile, injected):
             why = _why_stale(root, name, record, effective)
@@ -195,8 +187,7 @@ class ChapterStatusDirective(SphinxDirective):
     has_content = False
 
     def run(self) -> list[nodes.Node]:
-        docs = self.env.__dict__.setdefault("precisionlab_status_docs", set())
-        docs.add(self.env.docname)  # re-read at every build: the table is computed
+        self.env.note_reread()  # re-read at every build: the table is computed
         rows = chapter_status(Path(self.env.srcdir))
         return [nodes.paragraph("", status_summary(rows)), status_table(rows, self.env.docname)]
 
@@ -208,19 +199,6 @@ def _breakable_links(app: Any, doctree: nodes.document, docname: str) -> None:
         if "chapter-status" in table["classes"]:
             for ref in list(table.findall(nodes.reference)):
                 ref[:] = [_breakable(ref.astext())]
-
-
-def _always_reread(app: Any, env: Any, added: set, changed: set, removed: set) -> list[str]:
-    return sorted(getattr(env, "precisionlab_status_docs", set()) - set(removed))
-
-
-def _purge(app: Any, env: Any, docname: str) -> None:
-    getattr(env, "precisionlab_status_docs", set()).discard(docname)
-
-
-def _merge(app: Any, env: Any, docnames: list[str], other: Any) -> None:
-    docs = env.__dict__.setdefault("precisionlab_status_docs", set())
-    docs |= getattr(other, "precisionlab_status_docs", set()) & set(docnames)
 
 
 # -- downloads -------------------------------------------------------------------------------
@@ -360,9 +338,6 @@ def setup(app: Any) -> dict[str, Any]:
     # early: Sphinx stops calling html-page-context handlers at the first that returns a value
     app.connect("html-page-context", _dedupe_scripts, priority=100)
     app.add_directive("chapter-status", ChapterStatusDirective)
-    app.connect("env-get-outdated", _always_reread)
-    app.connect("env-purge-doc", _purge)
-    app.connect("env-merge-info", _merge)
     app.connect("doctree-resolved", _add_downloads_box)
     app.connect("doctree-resolved", _breakable_links)
     app.connect("build-finished", _write_downloads)

@@ -17,6 +17,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import yaml
@@ -138,13 +139,32 @@ FOOTER = ('<div style="width:100%;font-size:8px;color:#666;text-align:center">'
           '<span class="pageNumber"></span> / <span class="totalPages"></span></div>')
 
 
-def find_chromium() -> str:
-    """Debian's chromium (or $CHROMIUM): the browser that prints, never a downloaded one."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
+def chromium_path() -> str | None:
+    """Debian's chromium (or $CHROMIUM), never a browser Playwright downloads; None if absent."""
+    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
         "chromium-browser")
+
+
+def find_chromium() -> str:
+    """The browser that prints (`chromium_path`), or exit saying how to get one."""
+    path = chromium_path()
     if not path:
         raise SystemExit("no Chromium found: apt-get install chromium, or set CHROMIUM=/path")
     return path
+
+
+def offline(page: Any, blocked: list[str] | None = None) -> None:
+    """Let a Playwright `page` load only local URLs (file:, data:, blob:, about:): any other
+    request is aborted and, when `blocked` is given, appended to it."""
+    def route(route: Any, request: Any) -> None:
+        if urlparse(request.url).scheme in ("file", "data", "blob", "about"):
+            route.continue_()
+        else:
+            if blocked is not None:
+                blocked.append(request.url)
+            route.abort()
+
+    page.route("**/*", route)
 
 
 def root_page(site: Path) -> Path:
@@ -203,18 +223,11 @@ def print_book(site: Path, out: Path, book: Path, chromium: str) -> dict:
     page_path = printable_copy(site)
     found: dict = {"errors": [], "external": []}
 
-    def route(route, request) -> None:
-        if urlparse(request.url).scheme in ("file", "data", "blob", "about"):
-            route.continue_()
-        else:
-            found["external"].append(request.url)
-            route.abort()
-
     out.parent.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": COLUMN_PX, "height": 1400})
-        page.route("**/*", route)
+        offline(page, found["external"])
         page.on("console", lambda msg: found["errors"].append(msg.text)
                 if msg.type == "error" else None)
         page.on("pageerror", lambda exc: found["errors"].append(str(exc)))

@@ -136,15 +136,17 @@ def input_key(root: Path, chapter: str, profile: str, injected: dict[str, Any]) 
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def record_of(notebook: Path) -> dict[str, Any] | None:
+    """The provenance record stamped into an executed chapter, or None."""
+    try:
+        return json.loads(notebook.read_text(encoding="utf-8"))["metadata"]["precisionlab"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def stored_key(notebook: Path) -> str | None:
     """The input key stamped into an executed chapter, if any."""
-    if not notebook.is_file():
-        return None
-    try:
-        meta = json.loads(notebook.read_text())["metadata"]
-    except (ValueError, KeyError):
-        return None
-    return meta.get("precisionlab", {}).get("input_key")
+    return (record_of(notebook) or {}).get("input_key")
 
 
 @dataclass

@@ -7,16 +7,19 @@ elsewhere a skip.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from precisionlab.pdf import CHROMIUM_ARGS, REFRESH, chromium_path, offline
+
+__all__ = ["CHROMIUM_ARGS", "HTML", "IN_CI", "REFRESH", "ROOT", "SHOTS", "chromium", "missing",
+           "offline", "sync_api"]
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 SHOTS = ROOT / "_build" / "screenshots"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 IN_CI = os.environ.get("CI", "").lower() in ("true", "1")
 
 
@@ -29,8 +32,14 @@ def missing(what: str) -> None:
 
 def chromium() -> str:
     """Debian's chromium (or $CHROMIUM), never a browser Playwright downloads."""
-    path = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which(
-        "chromium-browser")
+    path = chromium_path()
     if not path:
         missing("no Chromium found: apt-get install chromium, or set CHROMIUM=/path/to/it")
     return path
+
+
+def sync_api() -> ModuleType:
+    """`playwright.sync_api`: under CI=true it must import, elsewhere its absence skips."""
+    if IN_CI:
+        return __import__("playwright.sync_api", fromlist=["sync_playwright"])
+    return pytest.importorskip("playwright.sync_api")

@@ -10,14 +10,11 @@ Under CI=true a missing browser or book is a failure, elsewhere a skip.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from bookbrowser import CHROMIUM_ARGS, HTML, IN_CI, SHOTS, chromium, missing
-
-REFRESH = re.compile(r'http-equiv="refresh"[^>]*url=([^"\'>]+)', re.IGNORECASE)
+from bookbrowser import CHROMIUM_ARGS, HTML, REFRESH, SHOTS, chromium, missing, offline, sync_api
 
 
 def _pages() -> list[Path]:
@@ -31,13 +28,11 @@ def _pages() -> list[Path]:
 @pytest.fixture(scope="module")
 def visits() -> dict[Path, dict]:
     """Open every page once; record what the checks need."""
-    sync_api = pytest.importorskip("playwright.sync_api") if not IN_CI else __import__(
-        "playwright.sync_api", fromlist=["sync_playwright"])
     pages = _pages()
     executable = chromium()
     SHOTS.mkdir(parents=True, exist_ok=True)
     found: dict[Path, dict] = {}
-    with sync_api.sync_playwright() as pw:
+    with sync_api().sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         for path in pages:
@@ -49,15 +44,7 @@ def visits() -> dict[Path, dict]:
             page = context.new_page()
             record: dict = {"errors": [], "external": []}
 
-            def route(route, request, record=record):
-                scheme = urlparse(request.url).scheme
-                if scheme in ("file", "data", "blob", "about"):
-                    route.continue_()
-                else:
-                    record["external"].append(request.url)
-                    route.abort()
-
-            page.route("**/*", route)
+            offline(page, record["external"])
             page.on("console", lambda msg, record=record: record["errors"].append(msg.text)
                     if msg.type == "error" else None)
             page.on("pageerror", lambda exc, record=record: record["errors"].append(str(exc)))

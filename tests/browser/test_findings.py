@@ -15,9 +15,10 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from bookbrowser import CHROMIUM_ARGS, HTML, IN_CI, ROOT, chromium, missing
+from bookbrowser import CHROMIUM_ARGS, HTML, ROOT, chromium, missing, offline, sync_api
 
-VERDICT_WORDS = ("supported", "refuted", "nuanced", "not testable here")
+from precisionlab.claims import VERDICTS
+
 COUNTS = re.compile(r"(\d+) claims, each with one verdict from the (\d+) chapters that tested "
                     r"them: (\d+) supported, (\d+) refuted, (\d+) nuanced and (\d+) not testable "
                     r"here\.")
@@ -51,19 +52,15 @@ TOPS = """selectors => selectors.map(sel => {
 @pytest.fixture(scope="module")
 def pages() -> dict[str, dict]:
     """Open the front page and the ledger once each; record what the checks need."""
-    sync_api = pytest.importorskip("playwright.sync_api") if not IN_CI else __import__(
-        "playwright.sync_api", fromlist=["sync_playwright"])
     for path in (FRONT, LEDGER):
         if not path.is_file():
             missing(f"no {path.relative_to(ROOT)}: run `make html` first")
     executable = chromium()
     found: dict[str, dict] = {}
-    with sync_api.sync_playwright() as pw:
+    with sync_api().sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.route("**/*", lambda route, request: route.continue_()
-                   if urlparse(request.url).scheme in ("file", "data", "blob", "about")
-                   else route.abort())
+        offline(page)
         page.goto(FRONT.as_uri(), wait_until="load")
         found["front"] = page.evaluate(SECTION, "what-the-study-found")
         page.goto(LEDGER.as_uri(), wait_until="load")
@@ -113,7 +110,7 @@ def test_the_front_page_findings_state_a_verdict_and_link_to_their_evidence(page
     findings = pages["front"]["findings"]
     assert 5 <= len(findings) <= 8, f"expected 5-8 findings, found {len(findings)}"
     for finding in findings:
-        assert any(word in VERDICT_WORDS for word in finding["bold"]), finding["text"]
+        assert any(word in VERDICTS for word in finding["bold"]), finding["text"]
         evidence = [url for url in finding["links"] if urlparse(url).fragment]
         assert evidence, f"no link to an evidence anchor in: {finding['text']}"
         broken = [url for url in finding["links"] if not _anchor_exists(url)]

@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from bookbrowser import IN_CI, missing
+from bookbrowser import IN_CI, ROOT, missing
+from bookbrowser import SHOTS as BROWSER_SHOTS
 
-ROOT = Path(__file__).resolve().parents[2]
+from precisionlab.pdf import PRINT_COPY
+
 PDF = ROOT / "_build" / "pdf" / "book.pdf"
 SITE = ROOT / "_build" / "pdf" / "_build" / "singlehtml"
-SHOTS = ROOT / "_build" / "screenshots" / "pdf"
+SHOTS = BROWSER_SHOTS / "pdf"
 
 # TeX commands and the character MathJax draws for each: what pdftotext reads back.
 SYMBOLS = {"alpha": "α", "beta": "β", "theta": "θ", "kappa": "κ", "eta": "η", "epsilon": "ϵ",
@@ -128,7 +130,7 @@ def test_figures_are_there_and_not_blank(tmp_path: Path) -> None:
         missing(f"no {PDF.relative_to(ROOT)}: run `make pdf`")
     rows = [line.split() for line in _run("pdfimages", "-list", str(PDF)).splitlines()[2:]]
     figures = [int(r[0]) for r in rows if r[2] == "image" and int(r[3]) >= 200]
-    images = (SITE / "_print.html").read_text(encoding="utf-8").count("<img")
+    images = (SITE / PRINT_COPY).read_text(encoding="utf-8").count("<img")
     assert len(figures) >= images, f"{len(figures)} figures in the PDF, {images} in the book"
     shown = sorted(set(figures))
     SHOTS.mkdir(parents=True, exist_ok=True)

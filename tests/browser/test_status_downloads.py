@@ -16,7 +16,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 import pytest
-from bookbrowser import CHROMIUM_ARGS, HTML, IN_CI, ROOT, SHOTS, chromium, missing
+from bookbrowser import CHROMIUM_ARGS, HTML, ROOT, SHOTS, chromium, missing, offline, sync_api
 
 from precisionlab import registry
 
@@ -57,19 +57,16 @@ def _page(name: str) -> Path:
 def seen() -> dict:
     """Open the status page and every chapter page once: light first, then dark through the
     theme's own switch; record what the checks need."""
-    sync_api = pytest.importorskip("playwright.sync_api") if not IN_CI else __import__(
-        "playwright.sync_api", fromlist=["sync_playwright"])
     status_page = _page("status")
     chapter_pages = {name: _page(name) for name in _chapters()}
     executable = chromium()
     SHOTS.mkdir(parents=True, exist_ok=True)
     found: dict = {"chapters": {}}
-    with sync_api.sync_playwright() as pw:
+    with sync_api().sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         page = context.new_page()
-        page.route("**/*", lambda route, request: route.continue_() if urlparse(
-            request.url).scheme in ("file", "data", "blob", "about") else route.abort())
+        offline(page)
         page.goto(status_page.as_uri(), wait_until="load")
         found["default_theme"] = page.evaluate("() => document.documentElement.dataset.theme")
         found["status_rows"] = page.evaluate("""() => Array.from(
