@@ -91,3 +91,14 @@ def test_pure_table_and_facts_pair_by_seed():
     assert facts["mp26_higher"] == "nowhere" and "16-true on digits" in facts["mp26_lower"]
     assert facts["mp26_fp16_diverged"] == "3 of 3"
     assert report.speed_facts(times)["mp26_time_16-true"] == "1.50"
+
+
+def test_autocast_pivot_shows_each_ops_output_dtype_by_autocast_and_input():
+    probe = pd.DataFrame({"op": ["mm", "mm", "softmax", "softmax"],
+                          "autocast": ["bf16", "bf16", "bf16", "bf16"],
+                          "input": ["fp32", "fp16", "fp32", "fp16"],
+                          "output": ["bf16", "bf16", "fp32", "fp32"]})
+    table = report.autocast_pivot(probe)
+    assert list(table.index) == ["mm", "softmax"]
+    assert list(table.columns) == [("bf16", "fp32"), ("bf16", "fp16")]
+    assert table.loc["softmax", ("bf16", "fp16")] == "fp32"

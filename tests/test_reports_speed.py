@@ -76,3 +76,20 @@ def test_mp21_table_and_texts():
     assert t.loc["16-mixed", "native 16-bit kernels here"] == "fp16: no"
     texts = report.mp21_texts(runs, speed, support, 20)
     assert texts["mp21_ran"] == "bf16-mixed" and texts["mp21_speed"] == "0.5-0.8x"
+
+
+def test_matmul_peaks_and_the_checked_memory_lines():
+    square = pd.DataFrame({"fmt": ["fp32", "fp32", "bf16"], "n": [128, 256, 128],
+                           "median": [21.0, 26.0, 1.5]})
+    assert report.matmul_peaks(square).to_dict() == {"bf16": 1.5, "fp32": 26.0}
+    mem = pd.DataFrame({"family": ["MLP"] * 3 + ["transformer"] * 2,
+                        "size": [256] * 3 + [1] * 2,
+                        "precision": ["32-true", "bf16-mixed", "16-mixed", "32-true", "bf16-mixed"],
+                        "static_bytes": [100, 100, 100, 50, 50]})
+    precisions = ["32-true", "bf16-mixed", "16-mixed"]
+    assert report.memory_check_lines(mem, 2, precisions) == [
+        "step memory measured for 5 of 6 (model size, precision) pairs",
+        "weights + grads + Adam state (fp32) identical for 32-true, bf16-mixed, 16-mixed at "
+        "every size: True"]
+    mem.loc[4, "static_bytes"] = 60
+    assert report.memory_check_lines(mem, 2, precisions)[1].endswith("every size: False")

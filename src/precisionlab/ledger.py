@@ -107,7 +107,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 def table_markdown(df: pd.DataFrame, percent: Sequence[str] = ()) -> str:
     """A table as readers see it, in Markdown: `tables.show`'s cells (headers, no index, yes/no,
-    blanks for missing values) with numbers to 2 significant digits, as in the verdicts' reasons."""
+    blanks for missing values) with fractional numbers to 2 significant digits."""
     return show(df, percent=percent, digits=2).to_markdown()
 
 

@@ -205,6 +205,12 @@ def resolution_table(resolution: pd.DataFrame) -> pd.DataFrame:
     return (100 * table).round(1)
 
 
+def autocast_pivot(probe: pd.DataFrame) -> pd.DataFrame:
+    """`autocast_table` rows of one device as op x (autocast, input dtype): the output dtype."""
+    return probe.pivot_table(index="op", columns=["autocast", "input"], values="output",
+                             aggfunc="first", sort=False)
+
+
 # ------------------------------------------------------------ MP-15, MP-16, MP-18, MP-20, MP-26 ---
 
 def result_table(results: pd.DataFrame) -> pd.DataFrame:

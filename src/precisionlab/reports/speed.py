@@ -784,3 +784,19 @@ def mp17_facts(mem: pd.DataFrame, dataset: pd.DataFrame) -> list[str]:
     lines.append("dataset bytes / 32-true's: " + ", ".join(
         f"{p} {sig2(b / ds['32-true'])}" for p, b in ds.items()))
     return lines
+
+
+def matmul_peaks(square: pd.DataFrame) -> pd.Series:
+    """Each format's measured matmul peak: the largest median throughput over the sizes."""
+    return square.groupby("fmt")["median"].max()
+
+
+def memory_check_lines(mem: pd.DataFrame, n_models: int, precisions: Sequence[str]) -> list[str]:
+    """The exact facts of the step-memory table (printed in a checked cell): how many (model
+    size, precision) pairs were counted, and whether the fp32 model state is the same bytes for
+    every precision at every size."""
+    static_same = bool(mem.groupby(["family", "size"]).static_bytes.nunique().eq(1).all())
+    return [f"step memory measured for {len(mem)} of {n_models * len(precisions)} "
+            "(model size, precision) pairs",
+            f"weights + grads + Adam state (fp32) identical for {', '.join(precisions)} at every "
+            f"size: {static_same}"]
