@@ -412,3 +412,19 @@ def finfo_table() -> pandas.DataFrame:
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "name"
     return table
+
+
+def adam_underflow(fmt: str, beta1: float = 0.9, beta2: float = 0.999,
+                   eps: float = 1e-8) -> dict[str, float | bool]:
+    """Where pure-`fmt` Adam's state underflows, derived from the format's smallest subnormal s.
+
+    Round-to-nearest-even sends a value to 0 when its magnitude is at most s/2. In the first
+    step v = (1 - beta2) g^2 and m = (1 - beta1) g, so v is 0 for |g| <= sqrt(s / 2 / (1 - beta2))
+    and m for |g| <= s / 2 / (1 - beta1); with v = 0 and eps rounded to 0 (eps <= s/2) the update
+    m / (sqrt(v) + eps) is m/0 (inf) or 0/0 (NaN). A v of 0 stays 0 while the gradient stays
+    that small, since beta2 * 0 + (1 - beta2) g^2 rounds to 0 again."""
+    s = FORMATS[fmt].min_subnormal
+    return {"format": fmt, "min_subnormal": s,
+            "v_zero_below": math.sqrt(s / 2 / (1 - beta2)),
+            "m_zero_below": s / 2 / (1 - beta1),
+            "eps_is_zero": eps <= s / 2}

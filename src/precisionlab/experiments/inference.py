@@ -18,9 +18,9 @@ from torch import nn
 
 from precisionlab import bench, memory, validate
 from precisionlab import pretrained as pre
+from precisionlab.designs import INT8
 from precisionlab.validate import one_of
 
-INT8 = "int8-dynamic"  # torch.ao dynamic quantization of every nn.Linear (CPU kernels only)
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 SMOL_CONTEXT = pre.MAX_CONTEXT["smollm2"]  # the longest window SmolLM2 reads

@@ -23,9 +23,8 @@ import torch
 from precisionlab import bench, tasks
 from precisionlab.amp import Trainer, get_matmul16, set_matmul16
 from precisionlab.data import Split, char_corpus
-
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed", "bf16-true", "16-true")
-BASELINE = "32-true"
+from precisionlab.designs import LM_BASELINE as BASELINE
+from precisionlab.designs import LM_PRECISIONS as PRECISIONS
 
 
 def load(seed: int, context: int = 64, n_train: int = 2048, n_val: int = 256,

@@ -18,7 +18,6 @@ import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +28,12 @@ from torch import nn
 from precisionlab import bench
 from precisionlab.amp import Trainer
 from precisionlab.data import Split
+from precisionlab.designs import JUMP, RECIPE_SPECS, RECIPES, Recipe
+from precisionlab.designs import RECIPE_BASELINE as BASELINE
 from precisionlab.experiments import mixed
 from precisionlab.experiments.language_models import load, model_for
 from precisionlab.experiments.language_models import ratios as lm_ratios
 
-BASELINE = "bf16-mixed"
 PURE02 = "data/02_mixed_precision/pure_precision.csv"
 """Chapter 02's pure 16-bit runs (its published table, a declared input of chapter 15)."""
 
@@ -48,31 +48,6 @@ def chapter02_pure(root: Path) -> pd.DataFrame:
     return mixed.finals(pd.read_csv(path), ["optimizer", "precision"])
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one recipe trains: the Trainer's precision, the FP8/MX scaling of the swapped Linears
-    (None: no swap) and the pure-bf16 update rule (None: the policy's own weights)."""
-
-    precision: str
-    float8: str | None = None
-    pure16: str | None = None
-    family: str = ""
-
-
-RECIPE_SPECS: dict[str, Recipe] = {
-    "32-true": Recipe("32-true", family="fp32 reference"),
-    "bf16-mixed": Recipe("bf16-mixed", family="fp32 master weights (baseline)"),
-    "fp8-current": Recipe("bf16-mixed", float8="current", family="fp8"),
-    "fp8-delayed": Recipe("bf16-mixed", float8="delayed", family="fp8"),
-    "fp8-rowwise": Recipe("bf16-mixed", float8="rowwise", family="fp8"),
-    "mxfp8": Recipe("bf16-mixed", float8="mxfp8", family="mx"),
-    "mxfp4": Recipe("bf16-mixed", float8="mxfp4", family="mx"),
-    "bf16-true": Recipe("bf16-true", family="naive pure 16-bit"),
-    "16-true": Recipe("16-true", family="naive pure 16-bit"),
-    "bf16-stochastic": Recipe("bf16-mixed", pure16="stochastic", family="pure bf16, no master"),
-    "bf16-kahan": Recipe("bf16-mixed", pure16="kahan", family="pure bf16, no master"),
-}
-RECIPES = tuple(RECIPE_SPECS)
 FLOAT8_RECIPES = tuple(r for r, s in RECIPE_SPECS.items() if s.float8)
 # Delayed scaling as Transformer Engine's DelayedScaling defaults it for training: an amax
 # history of 16 steps, the scale from its maximum, no margin.
@@ -194,12 +169,6 @@ def train(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, steps: int = 6
                  pd.DataFrame(columns=["step", "tensor", "underflow", "underflow_max",
                                        "saturated", "saturated_max", "amax", "seed", "recipe"]))
     return pd.DataFrame(runs), pd.concat(curves, ignore_index=True), fp8_table
-
-
-# The scripted range change: the input's scale by step. Steps before JUMP_AT see scale 1, steps
-# from JUMP_AT to DROP_AT see JUMP times larger values, the rest scale 1 again. The drop comes
-# after more steps than the delayed history holds, so the history forgets the small values.
-JUMP = 16.0
 
 
 def range_schedule(steps: int = 48, jump_at: int = 8, drop_at: int = 28) -> np.ndarray:

@@ -33,10 +33,13 @@ from precisionlab.amp.policy import get_policy
 from precisionlab.amp.trace import trace_dtypes
 from precisionlab.amp.trainer import Trainer, loss_and_accuracy, plain_loop
 from precisionlab.data import close_pairs
+from precisionlab.designs import MIXED, device_independent, finals
+from precisionlab.designs import PURE as PURE  # `NAME as NAME`: re-exported for callers
+from precisionlab.designs import SPACING as SPACING
+from precisionlab.designs import fine_accuracy as fine_accuracy
+from precisionlab.formats import adam_underflow as adam_underflow
 from precisionlab.models import MLP, FP32Island
 
-MIXED = ("16-mixed", "bf16-mixed")
-PURE = {"16-true": "16-mixed", "bf16-true": "bf16-mixed"}  # each pure policy and its AMP twin
 INT_TYPES = {"int8", "int16", "int32", "int64", "uint8", "bool"}
 
 
@@ -137,15 +140,6 @@ def result_dtypes(device_types: Sequence[str] = ("cpu",)) -> pd.DataFrame:
                                                                    autocast=low))
     cols = ["device", "autocast", "op", "input", "computed", "output"]
     return pd.concat(out, ignore_index=True)[cols]
-
-
-def device_independent(results: pd.DataFrame) -> pd.DataFrame:
-    """The rows of `result_dtypes` that come out the same under CPU and CUDA autocast: those
-    with an fp32 input. Both devices lower the same matmul-class ops here and leave the others
-    in fp32; what they do with a 16-bit input differs (CUDA runs softmax, log_softmax,
-    layer_norm, exp and sum in fp32, the CPU in the input's dtype), so those rows are not
-    printed where a checked cell must match on any device."""
-    return results[results.input == "fp32"]
 
 
 def check_device_independent(results: pd.DataFrame) -> None:
@@ -306,19 +300,6 @@ def precision_runs(steps: dict[str, int], precisions: Sequence[str], seeds: Sequ
     return pd.concat(out, ignore_index=True)
 
 
-def finals(history: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """One row per run (`by` + seed): its last test accuracy and loss, its last training loss,
-    `diverged` (a non-finite training loss at any step: `last()` would skip it) and the mean
-    `stalled` share if tracked."""
-    keys = [*by, "seed"]
-    g = history.groupby(keys, sort=False)  # each run's rows are in step order
-    out = g.tail(1).set_index(keys)[["test_metric", "test_loss", "loss"]]
-    out["diverged"] = g.loss.apply(lambda s: bool((~np.isfinite(s)).any()))
-    if "stalled" in history:
-        out["stalled"] = g.stalled.mean()
-    return out.reset_index()
-
-
 def final_table(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     """Per group of `by`: test accuracy's mean and 95 % interval over seeds (`stats.summarize`),
     mean test loss, the number of diverged runs and, if tracked, the mean stalled share."""
@@ -364,22 +345,6 @@ def update_losses(pure: pd.DataFrame) -> pd.DataFrame:
     amp = pure[pure.precision.isin(MIXED) & ~pure.skipped.astype(bool)]
     return (amp.groupby(["optimizer", "precision", "seed"], sort=False)
             [["stalled", "lost_fp16_scheme"]].mean().reset_index())
-
-
-def adam_underflow(fmt: str, beta1: float = 0.9, beta2: float = 0.999,
-                   eps: float = 1e-8) -> dict[str, float | bool]:
-    """Where pure-`fmt` Adam's state underflows, derived from the format's smallest subnormal s.
-
-    Round-to-nearest-even sends a value to 0 when its magnitude is at most s/2. In the first
-    step v = (1 - beta2) g^2 and m = (1 - beta1) g, so v is 0 for |g| <= sqrt(s / 2 / (1 - beta2))
-    and m for |g| <= s / 2 / (1 - beta1); with v = 0 and eps rounded to 0 (eps <= s/2) the update
-    m / (sqrt(v) + eps) is m/0 (inf) or 0/0 (NaN). A v of 0 stays 0 while the gradient stays
-    that small, since beta2 * 0 + (1 - beta2) g^2 rounds to 0 again."""
-    s = formats.FORMATS[fmt].min_subnormal
-    return {"format": fmt, "min_subnormal": s,
-            "v_zero_below": math.sqrt(s / 2 / (1 - beta2)),
-            "m_zero_below": s / 2 / (1 - beta1),
-            "eps_is_zero": eps <= s / 2}
 
 
 # ------------------------------------------------------------------- the articles' layers ---
@@ -471,9 +436,6 @@ def article_layer_runs(seeds: Sequence[int], lr: float, steps: int,
 
 # ----------------------------------------------------------------- precision-sensitive task ---
 
-SPACING = {"fp16": 2.0**-11, "bf16": 2.0**-8}  # neighbouring values' distance in [0.5, 1)
-
-
 def resolution_probe(device: str = "cpu", seed: int = 0) -> pd.DataFrame:
     """An exact a - b layer (weights 1, -1; no training) on close pairs near 0.75, per autocast
     variant and gap decade: variant, gap_low, gap_high, pairs, accuracy (sign right)."""
@@ -498,13 +460,6 @@ def resolution_probe(device: str = "cpu", seed: int = 0) -> pd.DataFrame:
             rows.append({"variant": name, "gap_low": lo, "gap_high": hi, "pairs": int(sel.sum()),
                          "accuracy": float(correct[sel].mean())})
     return pd.DataFrame(rows)
-
-
-def fine_accuracy(resolution: pd.DataFrame, limit: float) -> pd.Series:
-    """Per variant of `resolution_probe`: the share of pairs ordered right among gaps < limit."""
-    part = resolution[resolution.gap_high <= limit]
-    right = (part.accuracy * part.pairs).groupby(part.variant, sort=False).sum()
-    return right / part.groupby("variant", sort=False).pairs.sum()
 
 
 class PairComparator(nn.Module):

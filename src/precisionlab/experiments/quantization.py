@@ -23,13 +23,12 @@ from torch import nn
 from precisionlab import tasks
 from precisionlab.amp import Trainer, trace_dtypes
 from precisionlab.data import Split
+from precisionlab.designs import GRANULARITIES, MODES, SCHEMES, int_weights
+from precisionlab.designs import QUANT_TASK_NAMES as TASK_NAMES
 from precisionlab.quant import QuantConfig, QuantSpec, payload_bytes, ptq
 from precisionlab.quant.qat import QATTrainer, finetune_curve, post_training_quantize, recovered
 
 MODEL_TASKS = {"mlp": "mnist1d", "transformer": "chars"}  # chapter 5's model names -> tasks
-GRANULARITIES = ("per_tensor", "per_channel", "per_group")
-MODES = ("weight-only", "weight+activation")
-SCHEMES = ("weight+activation", "weight-only")  # chapter 6: what QAT quantizes
 
 Trained = dict[tuple[str, int], tuple[nn.Module, Split]]  # (model, seed) -> (fp32 model, split)
 
@@ -157,14 +156,6 @@ def low_rank_sweep(trained: Trained, fp32: pd.DataFrame, budget_bits: Sequence[i
     return with_fp32(pd.DataFrame(rows), fp32)
 
 
-def int_weights(bits_table: pd.DataFrame) -> pd.DataFrame:
-    """The integer-weight models of a PTQ sweep that low rank and sparsity are compared with:
-    weight-only, per-channel, symmetric (one row per model, seed and width)."""
-    t = bits_table
-    return t[(t["mode"] == "weight-only") & (t.granularity == "per_channel")
-             & (t.weights == "symmetric")].reset_index(drop=True)
-
-
 def zero_table(bits_table: pd.DataFrame) -> pd.DataFrame:
     """Share of exactly-zero integer weights per model, seed and width (`int_weights`)."""
     return int_weights(bits_table)[["model", "seed", "bits", "zero_fraction", "weight_bytes"]]
@@ -256,7 +247,6 @@ def qat_runs(trained: Trained, fp32: pd.DataFrame, ptq_table: pd.DataFrame,
 # --- chapter 5: parameters -----------------------------------------------------------------------
 
 CALIBRATORS = ("minmax", "p99", "p99.9", "p99.99", "p99.999", "mse", "entropy")
-TASK_NAMES = {"mlp": "MLP on MNIST-1D", "transformer": "TinyTransformer on characters"}
 N_TRAIN_CHARS = 2048  # training windows `tasks.load("chars")` draws by default
 
 

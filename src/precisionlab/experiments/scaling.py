@@ -22,27 +22,12 @@ import pandas as pd
 from precisionlab import tasks
 from precisionlab.amp import Trainer
 from precisionlab.amp.underflow import underflow_during_training
+from precisionlab.designs import DYNAMIC as DYNAMIC  # `NAME as NAME`: re-exported for callers
+from precisionlab.designs import NONE as NONE
+from precisionlab.designs import SCALING_TASK_NAMES, configs, label
 
 TASK_OF = {"mlp": "mnist1d", "transformer": "chars"}  # chapter task -> precisionlab.tasks name
-TASK_NAMES = {"mlp": "MLP on MNIST-1D", "transformer": "TinyTransformer on characters"}
-NONE, DYNAMIC = "16-mixed, no scaling", "16-mixed, dynamic"
-
-
-def configs(log2_scales: Sequence[int]) -> list[tuple[str, str | float]]:
-    """(precision, loss_scaler) of the sweep: references, no scaling, each static 2^k, dynamic,
-    and 16-true (the model cast to fp16: no fp32 master copy, so no scaler)."""
-    return ([("32-true", "none"), ("bf16-mixed", "none"), ("16-mixed", "none")]
-            + [("16-mixed", 2.0**k) for k in log2_scales] + [("16-mixed", "dynamic"),
-                                                              ("16-true", "none")])
-
-
-def label(precision: str, scaler: str | float) -> str:
-    """The configuration's name in tables and figures, e.g. '16-mixed, 2^16'."""
-    if precision != "16-mixed":
-        return precision
-    if scaler in ("none", "dynamic"):
-        return NONE if scaler == "none" else DYNAMIC
-    return f"16-mixed, 2^{math.log2(float(scaler)):g}"
+TASK_NAMES = SCALING_TASK_NAMES  # chapter task -> its name in tables and figures
 
 
 def load(task: str, seed: int, device: str = "cpu", tf_context: int = 32, **_: object):

@@ -19,14 +19,13 @@ from torch import nn
 from precisionlab import bench, stats, tasks
 from precisionlab.amp import Trainer, get_policy
 from precisionlab.amp.trainer import evaluate
+from precisionlab.designs import SIM_INT8, TORCHAO_EAGER
 from precisionlab.memory import file_bytes, tensor_bytes
 from precisionlab.models import MLP
 from precisionlab.quant import QuantConfig, QuantSpec, payload_bytes, quantize_, to_int8_backend
 from precisionlab.quant.modules import QuantizedLayer
 
 IN_FEATURES, N_CLASSES = 784, 10  # the timed MLPs: an MNIST-sized input, 10 classes
-SIM_INT8 = "int8 simulated (ours)"  # our quantized layers: int8 storage, fp32 compute
-TORCHAO_EAGER = "int8 torchao (eager)"
 
 
 def int8_backend_name() -> str:

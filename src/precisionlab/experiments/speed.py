@@ -22,6 +22,7 @@ from precisionlab import bench, memory, provenance, tasks
 from precisionlab import validate as v
 from precisionlab.amp import Trainer, plain_loop, set_matmul16
 from precisionlab.data import Split
+from precisionlab.designs import bytes_over_32
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 PURE_PRECISIONS = ("bf16-true", "16-true")  # MP-17: weights, gradients and optimizer in 16 bits
@@ -305,17 +306,6 @@ def step_memory(models: StepModels, precisions: Sequence[str], seed: int) -> pd.
     out = pd.DataFrame(rows)
     out["static_bytes"] = out.weight_bytes + out.grad_bytes + out.optimizer_state_bytes
     return out
-
-
-def bytes_over_32(mem: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
-    """Per model size and precision other than 32-true: each of `columns` over 32-true's."""
-    rows = []
-    for (family, size), g in mem.groupby(["family", "size"], sort=False):
-        g = g.set_index("precision")
-        for p in g.index.drop("32-true"):
-            rows.append({"family": family, "size": size, "precision": p,
-                         **{col: g.loc[p, col] / g.loc["32-true", col] for col in columns}})
-    return pd.DataFrame(rows)
 
 
 def memory_vs_32(mem: pd.DataFrame) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from matplotlib.figure import Figure
 
 from precisionlab import plotting, stats
 from precisionlab.claims import sig2
-from precisionlab.experiments.inference import INT8
+from precisionlab.designs import INT8
 
 FP16_MAX = 65504.0  # largest finite fp16 value
 BF16_MAX = 3.3895313892515355e38  # largest finite bf16 value (same exponent range as fp32)

@@ -11,7 +11,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from precisionlab import plotting, stats
-from precisionlab.experiments.language_models import BASELINE, PRECISIONS
+from precisionlab.designs import LM_BASELINE as BASELINE
+from precisionlab.designs import LM_PRECISIONS as PRECISIONS
 
 COLORS = dict(zip(PRECISIONS, plotting.PALETTE, strict=False))
 STYLES = dict(zip(PRECISIONS, [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")],

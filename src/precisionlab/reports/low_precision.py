@@ -9,7 +9,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from precisionlab import plotting, stats
-from precisionlab.experiments.low_precision import BASELINE, JUMP, RECIPE_SPECS, RECIPES
+from precisionlab.designs import JUMP, RECIPE_SPECS, RECIPES
+from precisionlab.designs import RECIPE_BASELINE as BASELINE
 from precisionlab.reports.language_models import _ci, _ratio_ci
 from precisionlab.rules import low_precision as rules
 

@@ -16,7 +16,8 @@ from matplotlib.figure import Figure
 
 from precisionlab import plotting, stats
 from precisionlab.claims import sig2
-from precisionlab.experiments import mixed as X
+from precisionlab.designs import MIXED, PURE, SPACING, device_independent, finals, fine_accuracy
+from precisionlab.formats import adam_underflow
 from precisionlab.rules.mixed import ACC_MARGIN
 
 
@@ -25,7 +26,7 @@ def band(ax: object, table: pd.DataFrame, y: str, by: str, scale: float = 1.0, x
     """Mean over seeds with its 95 % interval per group of `by`; the legend counts runs whose
     training loss went NaN (they are drawn, at the values they had)."""
     s = stats.summarize(table.dropna(subset=[y]), y, [by, x])
-    bad = X.finals(table.assign(test_metric=0, test_loss=0), [by]).groupby(by, sort=False)
+    bad = finals(table.assign(test_metric=0, test_loss=0), [by]).groupby(by, sort=False)
     for i, (key, g) in enumerate(s.groupby(by, sort=False)):
         n_bad, n = int(bad.diverged.sum()[key]), int(bad.size()[key])
         label = f"{key} ({n_bad}/{n} runs diverged)" if n_bad else key
@@ -100,7 +101,7 @@ def plot_resolution(resolution: pd.DataFrame, hardware: str) -> Figure:
     for i, (name, d) in enumerate(resolution.groupby("variant", sort=False)):
         ax.plot(np.sqrt(d.gap_low * d.gap_high), 100 * d.accuracy, marker="o", label=name,
                 color=plotting.PALETTE[i], linestyle="--" if "Island" in name else "-")
-    for fmt, sp in X.SPACING.items():
+    for fmt, sp in SPACING.items():
         ax.axvline(sp, color="#888888", linewidth=0.8, linestyle=":")
         ax.text(sp * 1.1, 52, f"{fmt} spacing", fontsize=8, color="#555555", rotation=90)
     ax.set(xscale="log", ylim=(40, 102), ylabel="comparisons right (%)",
@@ -112,7 +113,7 @@ def plot_resolution(resolution: pd.DataFrame, hardware: str) -> Figure:
 
 def resolution_facts(resolution: pd.DataFrame) -> dict[str, str]:
     """Accuracy on gaps below half bf16's spacing per variant, and that limit."""
-    fine = X.fine_accuracy(resolution, fine_limit := X.SPACING["bf16"] / 2)
+    fine = fine_accuracy(resolution, fine_limit := SPACING["bf16"] / 2)
     return {f"res_{key}": f"{100 * share:.1f} %" for key, share in zip(
         ["fp32", "fp16", "bf16", "island"], fine, strict=True)} | {"res_limit": f"{fine_limit:.1e}"}
 
@@ -177,7 +178,7 @@ def underflow_facts() -> dict[str, str]:
     """`adam_underflow` of fp16 and bf16 as the prose quotes it."""
     facts = {}
     for fmt in ("fp16", "bf16"):
-        t = X.adam_underflow(fmt)
+        t = adam_underflow(fmt)
         facts[f"v_zero_{fmt}"] = sig2(t["v_zero_below"])
         facts[f"m_zero_{fmt}"] = sig2(t["m_zero_below"])
         facts[f"eps_zero_{fmt}"] = "it does" if t["eps_is_zero"] else "it does not"
@@ -216,7 +217,7 @@ def autocast_pivot(probe: pd.DataFrame) -> pd.DataFrame:
 def result_table(results: pd.DataFrame) -> pd.DataFrame:
     """`result_dtypes` rows with an fp32 input (the device-independent ones) as op x (autocast,
     computed / returned): what each op's arithmetic ran in and what it handed back."""
-    part = X.device_independent(results)
+    part = device_independent(results)
     table = part.pivot_table(index="op", columns="autocast", values=["computed", "output"],
                              aggfunc="first", sort=False)
     table = table.swaplevel(axis=1).sort_index(axis=1, level=0, sort_remaining=False)
@@ -244,7 +245,7 @@ def flops_facts(flops: pd.DataFrame) -> dict[str, str]:
 def plot_update_losses(pure: pd.DataFrame, hardware: str) -> Figure:
     """Per step, the share of wanted updates lost by the real AMP step and by the same updates
     applied in fp16 and cast back, SGD and Adam panels."""
-    amp = pure[pure.precision.isin(X.MIXED) & ~pure.skipped.astype(bool)]
+    amp = pure[pure.precision.isin(MIXED) & ~pure.skipped.astype(bool)]
     long = pd.concat([
         amp.assign(update=amp.precision + ": real step (fp32)", lost=amp.stalled),
         amp.assign(update=amp.precision + ": applied in fp16, cast back",
@@ -307,7 +308,7 @@ def pure_table(final: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
     ratio = times.set_index("precision")["ratio_to_32-true"]
     rows = []
     for task, part in final.groupby("task", sort=False):
-        for p, amp in X.PURE.items():
+        for p, amp in PURE.items():
             vs32 = stats.paired(part, "test_metric", "precision", p, "32-true")
             vsamp = stats.paired(part, "test_metric", "precision", p, amp)
             rows.append({"task": task, "precision": p,
@@ -324,7 +325,7 @@ def pure_facts(final: pd.DataFrame) -> dict[str, str]:
     16-true runs diverged, as the prose quotes them."""
     facts, outcome = {}, {"higher": [], "lower": []}
     for task, part in final.groupby("task", sort=False):
-        for p in X.PURE:
+        for p in PURE:
             c = stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN)
             facts[f"mp26_acc_{task}_{p}"] = c.interval.text(scale=100, unit=" pp")
             outcome.get(c.outcome, []).append(f"{p} on {task}")

@@ -7,18 +7,16 @@ lines only between measured neighbours.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from torch import nn
 
-from precisionlab.experiments.quantization import (
-    GRANULARITIES,
-    MODES,
-    SCHEMES,
-    TASK_NAMES,
-    Trained,
-    int_weights,
-)
+from precisionlab.designs import GRANULARITIES, MODES, SCHEMES, int_weights
+from precisionlab.designs import QUANT_TASK_NAMES as TASK_NAMES
+
+if TYPE_CHECKING:  # a type hint only: the experiments' in-memory models (torch), not a table
+    from precisionlab.experiments.quantization import Trained
 
 # --- chapter 5: tables, prose numbers and figures -------------------------------------------
 

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from precisionlab import stats
-from precisionlab.experiments.scaling import DYNAMIC, NONE, TASK_NAMES, configs, label
+from precisionlab.designs import DYNAMIC, NONE, configs, label
+from precisionlab.designs import SCALING_TASK_NAMES as TASK_NAMES
 
 
 def loss_table(runs: pd.DataFrame, log2_scales: Sequence[int]) -> pd.DataFrame:

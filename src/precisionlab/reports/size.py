@@ -14,7 +14,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from precisionlab import plotting
-from precisionlab.experiments.size import SIM_INT8, TORCHAO_EAGER
+from precisionlab.designs import SIM_INT8, TORCHAO_EAGER
 
 
 def stored_table(summary: pd.DataFrame, accuracy: pd.DataFrame) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from precisionlab import bench, plotting
 from precisionlab.claims import sig2
-from precisionlab.experiments.speed import bytes_over_32
+from precisionlab.designs import bytes_over_32
 
 MiB = 2**20
 FMT_COLOR = {f: plotting.FORMAT_COLORS[f] for f in bench.MATMUL_DTYPES}

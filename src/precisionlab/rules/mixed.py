@@ -12,7 +12,8 @@ import pandas as pd
 
 from precisionlab import stats
 from precisionlab.claims import Finding, sig2
-from precisionlab.experiments.mixed import MIXED, PURE, adam_underflow
+from precisionlab.designs import MIXED, PURE
+from precisionlab.formats import adam_underflow
 
 # "Same accuracy" = within 1 percentage point of test accuracy: a difference a reader of the
 # claims would not call a loss (digits' 450 test images: 1 image = 0.22 pp).
