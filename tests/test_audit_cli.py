@@ -14,7 +14,8 @@ import pytest
 import torch
 from papermill.exceptions import PapermillExecutionError
 
-from precisionlab import runner
+from precisionlab import cli as command
+from precisionlab import runner, validate
 from precisionlab.audit import cli, html
 
 MODULE = "toy_audit_model"  # a model defined only in this test file, written into tmp_path
@@ -93,9 +94,10 @@ def never(*args, **kwargs):
     raise AssertionError("the audit executed, but it must not have")
 
 
+@pytest.mark.slow
 def test_smoke_audit_end_to_end_caches_by_content_and_fails_atomically(toy, capsys,
                                                                        monkeypatch):
-    assert runner.main(audit_argv()) == 0
+    assert command.main(audit_argv()) == 0
     printed = capsys.readouterr().out
     out = toy / "report"
     assert f"audit of {MODULE}:model: executed" in printed
@@ -141,10 +143,10 @@ def test_smoke_audit_end_to_end_caches_by_content_and_fails_atomically(toy, caps
     before = snapshot(out)
     with monkeypatch.context() as patched:
         patched.setattr(runner, "run_job", never)
-        assert runner.main(audit_argv()) == 0
+        assert command.main(audit_argv()) == 0
         assert "up to date" in capsys.readouterr().out
         with pytest.raises(AssertionError, match="the audit executed"):
-            runner.main(audit_argv("report", "--force"))  # --force executes regardless
+            command.main(audit_argv("report", "--force"))  # --force executes regardless
     assert snapshot(out) == before
 
     # Edit the model's file: stale, so it executes; here a later cell fails (Papermill
@@ -153,7 +155,7 @@ def test_smoke_audit_end_to_end_caches_by_content_and_fails_atomically(toy, caps
     source = toy / f"{MODULE}.py"
     source.write_text(TOY + "\n# edited\n")
     job, _ = cli.prepare(f"{MODULE}:model", f"{MODULE}:data", "classification", "smoke",
-                         runner.parse_params(zip(TINY[1::3], TINY[2::3], strict=True)),
+                         validate.parse_params(zip(TINY[1::3], TINY[2::3], strict=True)),
                          "report")
     assert job.key != runner.stored_key(out / "report.ipynb")
 
@@ -165,7 +167,7 @@ def test_smoke_audit_end_to_end_caches_by_content_and_fails_atomically(toy, caps
                                       "ZeroDivisionError", "division by zero", [])
 
     monkeypatch.setattr(papermill, "execute_notebook", fails_in_cell_4)
-    assert runner.main(audit_argv()) == 1
+    assert command.main(audit_argv()) == 1
     err = capsys.readouterr().err
     assert "cell In [4] (cell 4 of the notebook) failed: ZeroDivisionError" in err
     assert "the previous report is unchanged" in err
@@ -189,7 +191,7 @@ def test_smoke_audit_end_to_end_caches_by_content_and_fails_atomically(toy, caps
 def test_bad_input_fails_before_any_compute_naming_the_argument(toy, capsys, monkeypatch, argv,
                                                                 message):
     monkeypatch.setattr(runner, "run_job", never)
-    assert runner.main(["audit", *argv, "--out", "report"]) == 2
+    assert command.main(["audit", *argv, "--out", "report"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"precisionlab: {message}"), err
     assert not (toy / "report").exists() and not (toy / "audits").exists()
@@ -201,7 +203,7 @@ def test_an_interrupted_audit_leaves_nothing_behind(toy, capsys, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(papermill, "execute_notebook", interrupted)
-    assert runner.main(audit_argv()) == 130
+    assert command.main(audit_argv()) == 130
     assert "interrupted; the previous report is unchanged" in capsys.readouterr().err
     assert not (toy / "report").exists()
 
@@ -209,7 +211,7 @@ def test_an_interrupted_audit_leaves_nothing_behind(toy, capsys, monkeypatch):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is present")
 def test_a_gpu_asked_for_without_one_fails_before_any_compute(toy, capsys, monkeypatch):
     monkeypatch.setattr(runner, "run_job", never)
-    assert runner.main(["audit", f"{MODULE}:model", f"{MODULE}:data", "-p", "device",
+    assert command.main(["audit", f"{MODULE}:model", f"{MODULE}:data", "-p", "device",
                         "cuda"]) == 2
     assert capsys.readouterr().err.startswith("precisionlab: device: 'cuda' was asked for")
     assert not (toy / "audits").exists()

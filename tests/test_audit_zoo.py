@@ -52,6 +52,7 @@ def test_book_models_load_as_audit_subjects():
         audit.load(f"{ZOO}:regression_mlp", f"{ZOO}:regression_data", "classification")
 
 
+@pytest.mark.slow
 def test_stdlib_text_is_shifted_windows_of_held_out_files(monkeypatch, smollm2):
     _use(monkeypatch, smollm2=smollm2)
     (x, y), (xt, yt) = zoo.stdlib_text()
@@ -69,6 +70,7 @@ def test_stdlib_text_is_shifted_windows_of_held_out_files(monkeypatch, smollm2):
     assert next(model.parameters()).dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_stdlib_sentences_and_the_padding_blind_classifier(monkeypatch, minilm):
     _use(monkeypatch, minilm=minilm)
     (x, y), (xt, yt) = zoo.stdlib_sentences()
@@ -92,6 +94,7 @@ def test_stdlib_sentences_and_the_padding_blind_classifier(monkeypatch, minilm):
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_audit_smollm2_on_stdlib_text(monkeypatch, smollm2):
     _use(monkeypatch, smollm2=smollm2)
     monkeypatch.setattr(zoo, "LM_CONTEXT", 16)  # every pass of a 135 M model costs seconds
@@ -120,6 +123,7 @@ def test_audit_smollm2_on_stdlib_text(monkeypatch, smollm2):
     assert all(isinstance(r, str) and r for r in s["recommendations"])
 
 
+@pytest.mark.slow
 def test_audit_minilm_classifier_on_stdlib_sentences(monkeypatch, minilm):
     _use(monkeypatch, minilm=minilm)
     monkeypatch.setattr(zoo, "SENTENCE_TOKENS", 16)  # cut long sentences: a cheaper audit

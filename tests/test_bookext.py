@@ -7,6 +7,7 @@ import json
 import zipfile
 
 import nbformat
+import pytest
 from docutils import nodes
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -38,6 +39,7 @@ def row(root, name: str) -> bookext.ChapterStatus:
     return next(r for r in bookext.chapter_status(root) if r.name == name)
 
 
+@pytest.mark.slow
 def test_status_follows_the_runner_key_at_the_profile_run(mini_project):
     root = mini_project
     write_project(root)
@@ -59,22 +61,32 @@ def test_status_follows_the_runner_key_at_the_profile_run(mini_project):
 
     validate = root / "src" / "precisionlab" / "validate.py"
     source = validate.read_text()
-    validate.write_text(source + "\n# edited\n")
-    assert (row(root, RUN).state, row(root, RUN).why) == ("stale", "library modules changed")
+    validate.write_text(source + "\n# a comment changes no meaning\n")
+    assert row(root, RUN).state == "current"
+    validate.write_text(source + "\nEDITED = True\n")
+    assert (row(root, RUN).state, row(root, RUN).why.split("; republishing")[0]) == (
+        "stale", "src/precisionlab/validate.py changed (compute)")
+    assert "republishing: re-execute the chapter" in row(root, RUN).why
     validate.write_text(source)
     assert row(root, RUN).state == "current"
 
     (root / "notebooks" / "profiles.yml").write_text(f"{RUN}:\n  smoke:\n    n: 4\n")
-    assert row(root, RUN).why == "parameters changed"
+    assert row(root, RUN).why.startswith("parameters changed (compute)")
     (root / "notebooks" / "profiles.yml").write_text(f"{RUN}:\n  smoke:\n    n: 2\n")
 
     template = root / "notebooks" / f"{RUN}.ipynb"
     nb = nbformat.read(template, as_version=4)
     nb.cells[0].source = "# Tiny, reworded"
     nbformat.write(nb, template)
-    assert row(root, RUN).why == "the template or its data inputs changed"
+    assert (row(root, RUN).state, row(root, RUN).why) == (
+        "prose changed", "the template's markdown changed (prose); republishing: re-render the "
+        "prose, execute nothing (seconds)")
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1"))
+    nbformat.write(nb, template)
+    assert row(root, RUN).why.startswith("the template's code cells changed (compute)")
 
 
+@pytest.mark.slow
 def test_results_of_another_run_make_a_chapter_stale(mini_project):
     root = mini_project
     write_project(root)
@@ -126,6 +138,7 @@ def test_breakable_name_adds_no_character():
     assert [p.astext() for p in code.children] == ["06_", "quantization_", "aware_", "training"]
 
 
+@pytest.mark.slow
 def test_downloads_are_the_template_the_executed_chapter_and_a_deterministic_zip(mini_project):
     root = mini_project
     write_project(root)

@@ -33,6 +33,7 @@ def test_special_point_uses_exact_arithmetic():
     assert A.special_point(3.0, 2.0000001, 0.5) == ""
 
 
+@pytest.mark.slow
 def test_importing_the_library_does_not_import_keras():
     code = ("import sys, precisionlab, precisionlab.experiments.articles, "
             "precisionlab.rules.articles; print('keras' in sys.modules)")
@@ -48,6 +49,7 @@ def keras_run():
     return table, before, A.torch_state()
 
 
+@pytest.mark.slow
 def test_keras_examples_record_what_runs(keras_run):
     table = keras_run[0].set_index("case")
     after = table.loc["policy set after the model is built"]
@@ -63,6 +65,7 @@ def test_keras_examples_record_what_runs(keras_run):
     assert (table["steps"][table["outcome"] == "trained"] == 2).all()
 
 
+@pytest.mark.slow
 def test_keras_examples_leave_no_global_state_behind(keras_run):
     _, before, after = keras_run
     assert before == after
@@ -70,6 +73,7 @@ def test_keras_examples_leave_no_global_state_behind(keras_run):
     assert torch.get_default_dtype() == torch.float32
 
 
+@pytest.mark.slow
 def test_the_rule_refutes_the_examples_as_run(keras_run):
     assert R.mp23(keras_run[0]).verdict == "refuted"
 

@@ -51,6 +51,7 @@ def test_causal_parity_fp32_is_its_own_reference(tiny_llama):
     assert (low.kl < 1e-3).all()
 
 
+@pytest.mark.slow
 def test_encoder_parity_and_nearest_neighbours(minilm):
     sentences, _ = pretrained.stdlib_sentences(6)
     models = inf.variants(minilm.model, ["fp32", "bf16-pure"], int8=True)
@@ -71,6 +72,7 @@ def test_latency_ratios_fp32_is_one():
     assert r.speedup["fp32"] == 1.0 and (t.median_s > 0).all()
 
 
+@pytest.mark.slow
 def test_outliers_find_the_planted_channel(minilm):
     hidden = inf.residual_outputs(minilm.model, dict(minilm.tokenizer(["a short sentence"],
                                                                       return_tensors="pt")))

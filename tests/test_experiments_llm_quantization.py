@@ -80,6 +80,7 @@ def test_block_grid_matches_affine_where_min_is_on_the_grid():
     torch.testing.assert_close(block_minmax_grid(w, 32, bits=5), w)
 
 
+@pytest.mark.slow
 def test_minilm_dynamic_int8_inventory_size_and_fidelity(minilm):
     q = backends.to_int8_backend(minilm.model, "torch.ao")
     inv = lq.inventory(minilm.model, q)

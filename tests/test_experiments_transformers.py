@@ -37,6 +37,7 @@ def minilm():
     return pretrained.load("minilm")
 
 
+@pytest.mark.slow
 def test_perturbation_causal_zero_encoder_nonzero(minilm):
     gpt = X.tiny_gpt2(0, n_layer=1, n_embd=32, n_head=2)
     t = X.perturbation_table({"gpt2": gpt, "minilm": minilm.model}, [3, 6], [0], length=8)
@@ -50,6 +51,7 @@ def test_perturbation_causal_zero_encoder_nonzero(minilm):
         X.perturbation_table({"gpt2": gpt}, [8], [0], length=8)
 
 
+@pytest.mark.slow
 def test_snippet_facts(minilm):
     facts = X.snippet_facts(minilm.tokenizer, n_layer=1).set_index("fact")
     assert facts.loc["GPT2Model output has .logits", "observed"] == "AttributeError"

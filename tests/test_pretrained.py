@@ -18,6 +18,7 @@ def test_unknown_model_is_refused_with_the_known_names():
         pretrained.load("gpt-5")
 
 
+@pytest.mark.slow
 def test_minilm_loads_offline_and_matches_sentence_transformers(minilm):
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert minilm.parameters == 22_713_216
@@ -36,6 +37,7 @@ def test_minilm_loads_offline_and_matches_sentence_transformers(minilm):
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_smollm2_loads_offline_on_a_4bit_grid(smollm2):
     assert smollm2.parameters == 134_515_008
     assert smollm2.max_context == pretrained.MAX_CONTEXT["smollm2"]
@@ -47,6 +49,7 @@ def test_smollm2_loads_offline_on_a_4bit_grid(smollm2):
     assert max(len(torch.unique(b)) for b in blocks) <= 16
 
 
+@pytest.mark.slow
 def test_smollm2_perplexity_on_held_out_text_is_a_language_models(smollm2):
     windows = pretrained.token_windows(smollm2.tokenizer, 64, 1, max_context=smollm2.max_context)
     ids = windows.ids[0]
@@ -105,6 +108,7 @@ def test_pure_precision_copies_and_checks_dtype():
         pretrained.causal_logits(model, torch.zeros(4, dtype=torch.int64), "bf16-pure")
 
 
+@pytest.mark.slow
 def test_every_held_out_file_fills_a_gpu_profile_window(smollm2):
     """The gpu profiles read up to all 12 files at 1024 tokens each."""
     for path in pretrained.STDLIB_FILES:

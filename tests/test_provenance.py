@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from precisionlab import provenance
+from precisionlab import provenance, staleness
 
 XEON = {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_fp16": True}
 EPYC = {"avx2": True, "avx512f": False, "avx512_bf16": False, "avx512_fp16": False}
@@ -57,7 +57,7 @@ def test_module_closure_follows_imports_transitively(tmp_path):
     write(pkg / "stats" / "other.py")
 
     def closure(*code: str) -> list[str]:
-        return [p.relative_to(src).as_posix() for p in provenance.module_closure(src, code)]
+        return [p.relative_to(src).as_posix() for p in staleness.module_closure(src, code)]
 
     assert closure("%matplotlib inline\nimport pandas as pd\nfrom pkg.stats import paired") == [
         "pkg/__init__.py", "pkg/core.py", "pkg/cyc.py", "pkg/dyn.py", "pkg/stats/__init__.py",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 
@@ -9,7 +10,7 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from precisionlab import runner
+from precisionlab import cli, runner, validate
 from precisionlab.validate import ParameterError
 
 CHAPTER = "90_tiny"
@@ -41,6 +42,7 @@ def snapshot(root) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in files}
 
 
+@pytest.mark.slow
 def test_execute_stamps_provenance_and_caches_by_content(mini_project):
     root = mini_project
     write_template(root)
@@ -71,17 +73,22 @@ def test_execute_stamps_provenance_and_caches_by_content(mini_project):
     assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
     assert snapshot(root) == before
 
-    def edit(module: str) -> None:
+    def edit(module: str, code: str) -> None:
         path = root / "src" / "precisionlab" / module
-        path.write_text(path.read_text() + "\n# edited\n")
+        path.write_text(path.read_text() + code)
 
-    edit("quant/ptq.py")  # a module the chapter does not import: nothing to redo
+    edit("quant/ptq.py", "\nEDITED = 1\n")  # a module the chapter does not import
     assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
-    edit("validate.py")
-    assert runner.execute(root, CHAPTER, progress=False).status == "executed"
-    assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
+    edit("validate.py", '\n# a comment\n\n\ndef later():\n    """A docstring."""\n')
+    assert runner.execute(root, CHAPTER, progress=False).status == "executed"  # a new function
+    validate = root / "src" / "precisionlab" / "validate.py"
+    validate.write_text(validate.read_text().replace("# a comment", "# another comment")
+                        .replace("A docstring.", "A docstring,\n    re-wrapped."))
+    assert runner.execute(root, CHAPTER, progress=False).status == "up to date"  # same meaning
+    assert snapshot(root) != before
 
 
+@pytest.mark.slow
 def test_failed_cell_is_named_and_leaves_previous_results(mini_project):
     root = mini_project
     write_template(root)
@@ -94,6 +101,7 @@ def test_failed_cell_is_named_and_leaves_previous_results(mini_project):
     assert (root / "_build" / "failed" / f"{CHAPTER}.ipynb").exists()
 
 
+@pytest.mark.slow
 def test_bad_value_fails_in_the_validation_cell(mini_project):
     root = mini_project
     write_template(root, extra="raise AssertionError('compute must not run')")
@@ -122,19 +130,20 @@ def test_a_template_outside_the_registry_is_an_error_saying_how_to_register_it(m
         (root / "notebooks" / f"{CHAPTER}.ipynb").read_bytes())
     with pytest.raises(ParameterError, match=r"^chapter: '91_new' is not in notebooks/chapters"):
         runner.chapter_names(root)
-    assert runner.main(["status"]) == 2
+    assert cli.main(["status"]) == 2
 
 
 def test_toc_is_written_from_the_registry_and_checked(mini_project, capsys):
     root = mini_project
     write_template(root)
-    assert runner.main(["toc", "--check"]) == 1
+    assert cli.main(["toc", "--check"]) == 1
     assert "run `precisionlab toc`" in capsys.readouterr().err
-    assert runner.main(["toc"]) == 0
+    assert cli.main(["toc"]) == 0
     assert "      - file: book/90_tiny\n" in (root / "_toc.yml").read_text()
-    assert runner.main(["toc", "--check"]) == 0
+    assert cli.main(["toc", "--check"]) == 0
 
 
+@pytest.mark.slow
 def test_profiles_and_reruns_go_beside_the_published_chapter(mini_project):
     root = mini_project
     write_template(root)
@@ -152,6 +161,7 @@ def test_profiles_and_reruns_go_beside_the_published_chapter(mini_project):
     assert after == before
 
 
+@pytest.mark.slow
 def test_interrupted_run_leaves_nothing_half_written(mini_project, monkeypatch):
     root = mini_project
     write_template(root)
@@ -172,14 +182,14 @@ def test_interrupted_run_leaves_nothing_half_written(mini_project, monkeypatch):
 
 
 def test_parse_params_reads_yaml_like_papermill():
-    assert runner.parse_params([("formats", "[fp16, bf16]"), ("seeds", "[0,1]"), ("lr", "0.5"),
+    assert validate.parse_params([("formats", "[fp16, bf16]"), ("seeds", "[0,1]"), ("lr", "0.5"),
                                 ("device", "cpu")]) == {
         "formats": ["fp16", "bf16"], "seeds": [0, 1], "lr": 0.5, "device": "cpu"}
 
 
 def test_parse_params_reads_exponent_notation_as_numbers():
     # PyYAML alone reads 1e-4 as the string '1e-4' (YAML 1.1 wants 1.0e-4)
-    got = runner.parse_params([("lr", "1e-4"), ("scales", "[1E+3, 2e-2, x1e-4]"), ("name", "e5")])
+    got = validate.parse_params([("lr", "1e-4"), ("scales", "[1E+3, 2e-2, x1e-4]"), ("name", "e5")])
     assert got == {"lr": 1e-4, "scales": [1000.0, 0.02, "x1e-4"], "name": "e5"}
 
 
@@ -199,7 +209,7 @@ def test_declared_data_inputs_are_part_of_the_key(mini_project):
     ledger_input.write_text('{"Q-1": {}}')  # an input changed: the chapter is stale
     assert runner.input_key(root, CHAPTER, "cpu", {}) != first
     assert runner.data_inputs(root, CHAPTER) == {
-        "data/verdicts/05_x.json": runner.hashlib.sha256(b'{"Q-1": {}}').hexdigest()}
+        "data/verdicts/05_x.json": hashlib.sha256(b'{"Q-1": {}}').hexdigest()}
 
 
 def test_a_ledger_chapter_reads_the_verdicts_of_the_chapters_before_it(mini_project):
@@ -212,3 +222,52 @@ def test_a_ledger_chapter_reads_the_verdicts_of_the_chapters_before_it(mini_proj
     for name in ("10_x", CHAPTER, "95_after"):
         (root / "data" / "verdicts" / f"{name}.json").write_text("{}")
     assert list(runner.data_inputs(root, CHAPTER)) == ["data/verdicts/10_x.json"]
+
+
+def test_a_markdown_edit_re_renders_without_executing(mini_project):
+    root = mini_project
+    write_template(root, extra="import time\nprint('ran at', time.time())")
+    runner.execute(root, CHAPTER, progress=False)
+    published = root / "book" / f"{CHAPTER}.ipynb"
+    before = nbformat.read(published, as_version=4)
+    results = snapshot(root)
+    template = root / "notebooks" / f"{CHAPTER}.ipynb"
+    nb = nbformat.read(template, as_version=4)
+    nb.cells[0].source = "# Tiny, retitled"
+    nb.cells.insert(2, new_markdown_cell("A new paragraph between two code cells."))
+    nbformat.write(nb, template)
+    status = runner.chapter_status(root, CHAPTER)
+    assert (status.state, status.why()) == ("re-render",
+                                            "the template's markdown changed (prose)")
+
+    done = runner.execute(root, CHAPTER, progress=False)
+    assert done.status == "re-rendered"
+    after = nbformat.read(published, as_version=4)
+    codes = [c for c in after.cells if c.cell_type == "code"]
+    assert codes == [c for c in before.cells if c.cell_type == "code"]  # outputs kept as run
+    assert [c.source for c in after.cells if c.cell_type == "markdown"][:2] == [
+        "# Tiny, retitled", "A new paragraph between two code cells."]
+    assert after.cells[-1].id == "provenance"
+    assert after.metadata["precisionlab"] == before.metadata["precisionlab"]
+    assert {k: v for k, v in snapshot(root).items() if not k.startswith("book/")} == {
+        k: v for k, v in results.items() if not k.startswith("book/")}
+    assert runner.chapter_status(root, CHAPTER).state == "current"
+    assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
+
+
+def test_status_names_the_file_and_the_part_that_made_a_chapter_stale(mini_project, capsys):
+    root = mini_project
+    write_template(root, extra="from precisionlab import tables")
+    runner.execute(root, CHAPTER, progress=False)
+    for module, code in (("tables.py", "\nX = 1\n"), ("claims.py", "\nY = 2\n")):
+        path = root / "src" / "precisionlab" / module
+        path.write_text(path.read_text() + code)
+    status = runner.chapter_status(root, CHAPTER)
+    assert status.state == "stale"
+    assert status.why() == ("src/precisionlab/claims.py changed (rules); "
+                            "src/precisionlab/tables.py changed (presentation)")
+    assert status.cost().startswith("re-execute the chapter, ")
+    assert cli.main(["status", "--check"]) == 1
+    out = capsys.readouterr().out
+    assert f"{CHAPTER}: stale\n    why: src/precisionlab/claims.py changed (rules)" in out
+    assert "republishing: re-execute the chapter" in out

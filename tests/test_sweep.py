@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from precisionlab import runner, sweep
+from precisionlab import cli, runner, sweep
 from precisionlab.validate import ParameterError
 
 TINY = "90_tiny"
@@ -80,10 +80,11 @@ def test_bad_input_fails_before_any_task(mini_project) -> None:
     assert time.monotonic() - t0 < 15
     with pytest.raises(ParameterError, match="must be auto, HOST:PORT"):
         sweep.check_address("nowhere")
-    code = runner.main(["sweep", TINY, "--grid", "n=[1, 11]"])
+    code = cli.main(["sweep", TINY, "--grid", "n=[1, 11]"])
     assert code == 2
 
 
+@pytest.mark.slow
 def test_local_sweep_retries_resumes_and_reports_failures(mini_project, tmp_path) -> None:
     tiny_project(mini_project)
     said: list[str] = []
@@ -125,6 +126,7 @@ def test_local_sweep_retries_resumes_and_reports_failures(mini_project, tmp_path
         sweep.plot(planned, "nope")
 
 
+@pytest.mark.slow
 def test_book_jobs_runs_a_chapter_after_the_ones_it_reads(mini_project) -> None:
     (mini_project / "notebooks" / "chapters.yml").write_text(
         "parts:\n  - caption: Two\n    chapters:\n      - name: 90_first\n"
@@ -159,7 +161,7 @@ def test_book_jobs_runs_a_chapter_after_the_ones_it_reads(mini_project) -> None:
         key = runner.input_key(mini_project, name, "cpu", {})
         assert runner.stored_key(mini_project / "book" / f"{name}.ipynb") == key
     # Published the way `precisionlab book` does, and so current for it.
-    code = runner.main(["status", "--check"])
+    code = cli.main(["status", "--check"])
     assert code == 0
 
 
@@ -187,6 +189,7 @@ def run_files(root, chapter: str, key: str) -> dict[str, bytes]:
             if p.name not in TIMED}
 
 
+@pytest.mark.slow
 def test_a_smoke_sweep_of_two_chapters_equals_their_runs_one_by_one(book_copy) -> None:
     grids = {"10_iterative_refinement": {"n": [32, 48]},
              "01_number_formats": {"train_steps": [20, 40]}}

@@ -13,6 +13,7 @@ import pytest
 from test_sweep import TINY, tiny_project
 
 HERE = Path(__file__).resolve().parent
+pytestmark = pytest.mark.slow  # starts a two-node Ray cluster
 
 
 def namespace_available() -> bool:

@@ -6,8 +6,32 @@ The public API at a glance:
     from precisionlab import record                          # a verdict on a seed claim
 """
 
-from precisionlab.claims import record
-from precisionlab.formats import FORMATS, get_format, round_to
+from __future__ import annotations
 
-__all__ = ["FORMATS", "get_format", "record", "round_to"]
+import importlib
+from typing import Any
+
+_LAZY = {  # public name -> "module:attribute" (or a submodule)
+    "FORMATS": "precisionlab.formats:FORMATS",
+    "get_format": "precisionlab.formats:get_format",
+    "record": "precisionlab.claims:record",
+    "round_to": "precisionlab.formats:round_to",
+}
+__all__ = sorted(_LAZY)
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use, so importing the package imports nothing: a
+    chapter's key holds the modules it uses, and `import precisionlab` costs no torch."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = _LAZY[name].partition(":")
+    value = importlib.import_module(module)
+    value = getattr(value, attribute) if attribute else value
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -56,7 +56,7 @@ class ChapterStatus:
     """One row of the execution status table: a registered chapter as it was last executed."""
 
     name: str
-    state: str  # "current", "stale" or "not executed"
+    state: str  # "current", "prose changed", "stale" or "not executed"
     why: str  # for a stale chapter, what changed since (else "")
     profile: str = ""
     wall_time_s: float | None = None
@@ -80,44 +80,27 @@ def machine_label(machine: dict[str, Any]) -> str:
     return f"{machine.get('cpu_model', '?')} ({device}, {capability})"
 
 
-def _why_stale(root: Path, name: str, record: dict[str, Any], effective: dict[str, Any]) -> str:
-    """What changed since a chapter ran, as far as its record tells (it keeps the hashes of the
-    lock and the modules and the parameters, not those of the template or data inputs)."""
-    from precisionlab import provenance, runner
-
-    changed = []
-    if record.get("lock_hash") != runner.lock_hash(root):
-        changed.append("the lock")
-    if record.get("modules_hash") != provenance.hash_files(runner.modules(root, name), root):
-        changed.append("library modules")
-    if record.get("parameters") != json.loads(json.dumps(effective)):
-        changed.append("parameters")
-    return " and ".join(changed or ["the template or its data inputs"]) + " changed"
-
-
 def chapter_status(root: Path) -> list[ChapterStatus]:
-    """Every registered chapter in book order with its provenance and whether it is current:
-    its stored input key equals the key its inputs give now, at the profile it was run at."""
+    """Every registered chapter in book order with its provenance and whether it is current
+    (`runner.chapter_status`, at the profile it was run at): for one that is not, which files
+    changed, the part of the study each belongs to and what republishing costs."""
     from precisionlab import runner
 
     rows = []
     for name in runner.chapter_names(root):
-        notebook = root / "book" / f"{name}.ipynb"
-        record = runner.record_of(notebook) if notebook.is_file() else None
+        found = runner.chapter_status(root, name)
+        record = found.record
         if record is None:
-            why = "no provenance record in book/" + notebook.name if notebook.is_file() else ""
-            rows.append(ChapterStatus(name, "stale" if why else "not executed", why))
+            state = "not executed" if found.state == "not executed" else "stale"
+            rows.append(ChapterStatus(name, state, found.why()))
             continue
-        profile = record.get("profile", "cpu")
-        injected, effective = runner.plan(root, name, profile)
         stored = record.get("input_key") or ""
-        why = ""
-        if stored != runner.input_key(root, name, profile, injected):
-            why = _why_stale(root, name, record, effective)
-        elif _results_key(root, name) not in (None, stored):
-            why = f"data/{name}/ holds the results of another run"
+        why = f"{found.why()}; republishing: {found.cost()}" if found.state != "current" else ""
+        state = {"current": "current", "re-render": "prose changed"}.get(found.state, "stale")
+        if not why and _results_key(root, name) not in (None, stored):
+            state, why = "stale", f"data/{name}/ holds the results of another run"
         rows.append(ChapterStatus(
-            name, "stale" if why else "current", why, profile, record.get("wall_time_s"),
+            name, state, why, record.get("profile", "cpu"), record.get("wall_time_s"),
             machine_label(record.get("machine", {})), record.get("executed_at", ""), stored))
     return rows
 
@@ -132,12 +115,16 @@ def _results_key(root: Path, name: str) -> str | None:
 
 def status_summary(rows: list[ChapterStatus]) -> str:
     """One sentence over the table: how many chapters are current, the wall time in all."""
-    counts = {s: sum(r.state == s for r in rows) for s in ("current", "stale", "not executed")}
+    counts = {s: sum(r.state == s for r in rows)
+              for s in ("current", "prose changed", "stale", "not executed")}
     seconds = sum(r.wall_time_s or 0.0 for r in rows)
     machines = len({r.machine for r in rows if r.machine})
-    return (f"{len(rows)} chapters: {counts['current']} current, {counts['stale']} stale, "
-            f"{counts['not executed']} not executed. Their last runs took {seconds:,.0f} s of "
-            f"wall time in all, on {machines} machine{'s' if machines != 1 else ''}.")
+    prose = f"{counts['prose changed']} with new prose to render, " \
+        if counts["prose changed"] else ""
+    return (f"{len(rows)} chapters: {counts['current']} current, {prose}{counts['stale']} "
+            f"stale, {counts['not executed']} not executed. Their last runs took "
+            f"{seconds:,.0f} s of wall time in all, on {machines} "
+            f"machine{'s' if machines != 1 else ''}.")
 
 
 def _cell(*content: nodes.Node | str) -> nodes.entry:

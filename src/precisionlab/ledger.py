@@ -14,6 +14,7 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -21,9 +22,11 @@ from matplotlib.patches import Patch, Rectangle
 
 from precisionlab.claims import VERDICTS, Verdict, verdict_files
 from precisionlab.plotting import PALETTE, figure
-from precisionlab.registry import FILE, Registry
 from precisionlab.results import atomic_write_text, results_root
 from precisionlab.tables import show
+
+if TYPE_CHECKING:  # the registry is the engine's: the ledger is handed one, never loads it
+    from precisionlab.registry import Registry
 
 CLAIM_ID = re.compile(r"^\|\s*([A-Z]+-\d+)\s*\|", re.MULTILINE)
 
@@ -56,7 +59,8 @@ def ledger(catalog: dict[str, dict[str, str]], verdicts: list[Verdict], owners: 
                for v in verdicts if owners.get(v.claim) != v.chapter]
     if foreign:
         raise ValueError(f"verdicts recorded by a chapter that does not own the claim: "
-                         f"{'; '.join(foreign)}; rerun that chapter or fix the owner in {FILE}")
+                         f"{'; '.join(foreign)}; rerun that chapter or fix the owner in "
+                         "notebooks/chapters.yml")
     claims = [v.claim for v in verdicts]
     twice = sorted({c for c in claims if claims.count(c) > 1})
     if twice:

@@ -1,19 +1,17 @@
-"""Where a number came from: the machine, the software and the inputs that produced it.
+"""Where a number came from: the machine and the software that produced it (device facts).
 
 Low-precision speed and even the low bits of results depend on the CPU's instruction set, the
 kernels torch picks for it (its CPU capability, MKL and oneDNN), the thread count and, on CUDA,
 the GPU, so every executed chapter and results file carries this record. Results repeat bit for
 bit only on one machine and build with one thread count; another CPU changes the low bits.
+What decides whether a published result is current (the inputs' key) is `staleness`, apart.
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import os
 import platform
 import re
-from collections.abc import Iterable
 from pathlib import Path
 
 # CPU flags that decide how fast (or whether) low-precision kernels run.
@@ -85,91 +83,6 @@ def device_name(device: str) -> str:
 
         return torch.cuda.get_device_name()
     return str(cpu_info()["cpu_model"])
-
-
-def hash_files(paths: list[Path], root: Path) -> str:
-    """sha256 over the relative names and bytes of files: a content hash, blind to file times."""
-    digest = hashlib.sha256()
-    for path in sorted(paths, key=lambda p: p.relative_to(root).as_posix()):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _module_file(src: Path, dotted: str) -> Path | None:
-    """The file of module `dotted` under `src` (`a/b.py` or `a/b/__init__.py`), if it is there."""
-    base = src.joinpath(*dotted.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.is_file():
-            return path
-    return None
-
-
-def _with_packages(src: Path, dotted: str) -> list[Path]:
-    """Files that `import dotted` runs: every package `__init__.py` on the way, then the module
-    itself ([] when the top-level name is not under `src`, e.g. numpy)."""
-    found, parts = [], dotted.split(".")
-    for i in range(1, len(parts) + 1):
-        path = _module_file(src, ".".join(parts[:i]))
-        if path is None:
-            break
-        found.append(path)
-    return found
-
-
-def _imports(src: Path, tree: ast.AST, package: str) -> list[Path]:
-    """Files under `src` that the imports anywhere in `tree` (function bodies too) run.
-
-    `package` is the dotted package relative imports start from ('' for a notebook's code)."""
-    found = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                found += _with_packages(src, alias.name)
-        elif isinstance(node, ast.ImportFrom):
-            parts = package.split(".") if package else []
-            base = parts[: len(parts) - node.level + 1] if node.level else []
-            module = ".".join([*base, *([node.module] if node.module else [])])
-            if not module:
-                continue
-            found += _with_packages(src, module)
-            for alias in node.names:  # `from pkg import submodule` imports a module too
-                sub = _module_file(src, f"{module}.{alias.name}")
-                found += [sub] if sub else []
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant)
-              and isinstance(node.args[0].value, str)):
-            found += _with_packages(src, node.args[0].value)
-    return found
-
-
-def module_closure(src: Path, sources: Iterable[str]) -> list[Path]:
-    """The source files under `src` that running the code `sources` imports, transitively.
-
-    Follows `import a.b`, `from a import b` (b a name or a submodule), relative imports and
-    `importlib.import_module("literal")`, at any depth of the code, through every module found;
-    packages on the way count (importing a.b runs a/__init__.py). Lines starting with `%` or
-    `!` (IPython magics) are skipped. Sorted by path."""
-    todo: list[Path] = []
-    for code in sources:
-        lines = [ln for ln in code.splitlines() if not ln.lstrip().startswith(("%", "!"))]
-        todo += _imports(src, ast.parse("\n".join(lines)), "")
-    seen: set[Path] = set()
-    while todo:
-        path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        dotted = ".".join(path.relative_to(src).with_suffix("").parts)
-        package = dotted.removesuffix(".__init__") if path.name == "__init__.py" \
-            else dotted.rpartition(".")[0]
-        todo += _imports(src, ast.parse(path.read_text(encoding="utf-8")), package)
-    return sorted(seen)
-
-
-def lock_hash(root: Path) -> str:
-    """Content hash of the pinned dependency lock."""
-    return hash_files([root / "requirements.lock"], root)
 
 
 def parse_library_versions(config: str) -> dict[str, str]:

@@ -41,7 +41,7 @@ from typing import Any
 
 from precisionlab import registry, runner
 from precisionlab.results import atomic_write_text
-from precisionlab.validate import ParameterError
+from precisionlab.validate import ParameterError, parse_params
 
 RETRIES = 1  # a failed task runs once more before it is reported
 # The sweep table's columns besides the swept parameters, headline numbers and verdicts
@@ -336,7 +336,7 @@ def parse_grid(specs: Sequence[str]) -> dict[str, list]:
             raise ParameterError(f"--grid: must be NAME=VALUES with VALUES a YAML list, like "
                                  f"n=[32, 64]; got {spec!r}")
         try:
-            values = runner.parse_params([[name, text]])[name]
+            values = parse_params([[name, text]])[name]
         except ParameterError:
             raise ParameterError(f"--grid {name}: {text!r} is not a YAML list") from None
         if not isinstance(values, list) or not values:

@@ -6,7 +6,9 @@ second, before any compute.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 class ParameterError(ValueError):
@@ -76,3 +78,30 @@ def _range(low: int | None, high: int | None) -> str:
     if high is not None:
         return f" <= {high}"
     return ""
+
+
+def parse_params(pairs: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """`-p NAME VALUE` pairs, VALUE read as YAML like Papermill does (`[fp16, bf16]`, `3`)."""
+    import yaml
+
+    params = {}
+    for name, value in pairs:
+        try:
+            params[name] = _numbers(yaml.safe_load(value))
+        except yaml.YAMLError:
+            raise ParameterError(f"{name}: {value!r} is not a YAML value (write lists as "
+                                 "[a, b], strings plainly)") from None
+    return params
+
+
+# YAML 1.1 (PyYAML) reads `1e-4` as a string: it wants `1.0e-4`. A reader types `-p lr 1e-4`.
+_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with strings in exponent notation (`1e-4`, `2E+3`) read as floats, in lists too."""
+    if isinstance(value, str) and _FLOAT.match(value):
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value

@@ -26,10 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import precisionlab
-from precisionlab import provenance, runner
+from precisionlab import provenance, runner, staleness
 
 TEMPLATE = Path(__file__).with_name("report.ipynb")
-KEY_VERSION = 1  # bump when the meaning of the audit's input key changes
 OUTPUTS = ("report.ipynb", "report.html", "summary.json")
 FAILED = Path(".failed") / "report.ipynb"  # where a failed run's notebook is kept, under DIR
 
@@ -52,8 +51,7 @@ def template_modules(sources: list[Path] = ()) -> list[Path]:
         # follow; the whole package stands in for the modules used.
         return sorted(Path(precisionlab.__file__).resolve().parent.rglob("*.py"))
     nb = nbformat.read(TEMPLATE, as_version=4)
-    code = [cell.source for cell in nb.cells if cell.cell_type == "code"]
-    code.append("import precisionlab.audit.html")
+    code = ["import precisionlab.audit.html"]
     for path in sources:
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -61,7 +59,7 @@ def template_modules(sources: list[Path] = ()) -> list[Path]:
         except (OSError, UnicodeDecodeError, SyntaxError, ValueError):
             continue  # unreadable to the import parser: its bytes are in the key anyway
         code.append(text)
-    return provenance.module_closure(src, code)
+    return staleness.notebook_modules(src, nb, code)
 
 
 def source_hashes(files: list[Path], cwd: Path) -> dict[str, str]:
@@ -78,19 +76,23 @@ def source_hashes(files: list[Path], cwd: Path) -> dict[str, str]:
     return found
 
 
-def input_key(injected: dict[str, Any], modules: list[Path], sources: dict[str, str]) -> str:
-    """Content hash of what decides an audit's report: the template, the injected parameters
-    (bar the folder it runs in), the library modules, the lock and the user's source files."""
+def key_parts(injected: dict[str, Any], modules: list[Path],
+              sources: dict[str, str]) -> staleness.Parts:
+    """What decides an audit's report (`staleness.Parts`): the template's code cells, the
+    injected parameters (bar the folder it runs in), the library modules, the lock, and in
+    `extra` the user's source files and the template's prose (a report is not re-rendered)."""
+    import nbformat
+
     _, base = library()
-    parts = {
-        "version": KEY_VERSION,
-        "template": hashlib.sha256(TEMPLATE.read_bytes()).hexdigest(),
-        "parameters": {k: v for k, v in injected.items() if k != "cwd"},
-        "modules": provenance.hash_files(modules, base),
-        "lock": runner.lock_hash(base),
-        "sources": sources,
-    }
-    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+    injected = {k: v for k, v in injected.items() if k != "cwd"}
+    prose = staleness.prose_digest(nbformat.read(TEMPLATE, as_version=4))
+    return staleness.parts_for(base, TEMPLATE, str(injected.get("profile", "")), injected,
+                               modules, extra={"sources": sources, "prose": prose})
+
+
+def input_key(injected: dict[str, Any], modules: list[Path], sources: dict[str, str]) -> str:
+    """The hash of `key_parts`: equal to the stored one, the report is up to date."""
+    return key_parts(injected, modules, sources).key()
 
 
 @dataclass
@@ -126,11 +128,13 @@ def prepare(model: str, data: str, task: str = "classification", profile: str = 
     injected = {"model": model, "data": data, "task": task, "profile": profile,
                 "params": params, "cwd": str(cwd)}
     modules = template_modules(subject.source_files)
-    key = input_key(injected, modules, source_hashes(subject.source_files, cwd))
+    parts = key_parts(injected, modules, source_hashes(subject.source_files, cwd))
+    key = parts.key()
     _, base = library()
     name = f"audit-{subject.name}"
     job = runner.Job(
-        name=name, profile=profile, effective=injected, key=key, dest=out / "report.ipynb",
+        name=name, profile=profile, effective=injected, key=key, parts=parts,
+        dest=out / "report.ipynb",
         base=base, modules=modules, staging=out / ".staging",
         execute=partial(_execute, injected=injected, cwd=cwd, out=out),
         move=partial(_move, out=out),
@@ -199,20 +203,3 @@ def shown(path: Path) -> str:
         return path.relative_to(Path.cwd().resolve()).as_posix()
     except ValueError:
         return str(path)
-
-
-def main(args: Any, progress: bool = True) -> int:
-    """The `audit` sub-command on parsed arguments; prints where the report is."""
-    done = run_audit(args.model, args.data, args.task, args.profile,
-                     runner.parse_params(args.parameter), args.out, args.force, progress)
-    if done.status == "up to date":
-        print(f"{done.name}: up to date -> {shown(done.out)}/ (--force reruns it)")
-    else:
-        print(f"{done.name}: executed in {done.seconds:.1f} s -> {shown(done.out)}/")
-    for name in OUTPUTS:
-        print(f"  {shown(done.out / name)}")
-    if done.recommendations:
-        print("Recommendations:")
-        for sentence in done.recommendations:
-            print(f"  - {sentence}")
-    return 0

@@ -5,53 +5,65 @@ torchao-style `quantize_` API, real int8 kernels, and low-rank factorization as 
     quantize_(model, QuantConfig(weight=QuantSpec(bits=4, granularity="per_channel")))
 """
 
-from precisionlab.quant.affine import (
-    GRANULARITIES,
-    OBSERVERS,
-    QTensor,
-    QuantSpec,
-    dequantize,
-    fake_quantize,
-    pack_int4,
-    qparams,
-    quantize,
-    quantize_with_range,
-    ste_fake_quantize,
-    unpack_int4,
-)
-from precisionlab.quant.backends import BACKENDS, to_int8_backend
-from precisionlab.quant.llm import (
-    ACT_GRANULARITIES,
-    LLMQuantLinear,
-    block_minmax_grid,
-    distinct_per_block,
-    fake_int8_dynamic,
-    input_absmax,
-    quantize_llm_,
-    smooth_scales,
-)
-from precisionlab.quant.lowrank import LowRankLinear, low_rank_, rank_for_bytes
-from precisionlab.quant.modules import (
-    FakeQuantLayer,
-    QuantConfig,
-    QuantizedLayer,
-    calibrate,
-    convert,
-    payload_bytes,
-    prepare_qat,
-    quantize_,
-    quantize_tensor,
-    zero_fraction,
-)
-from precisionlab.quant.observers import Observer, entropy_threshold, observe_range
+from __future__ import annotations
 
-__all__ = [
-    "ACT_GRANULARITIES", "LLMQuantLinear", "block_minmax_grid", "distinct_per_block",
-    "fake_int8_dynamic", "input_absmax", "quantize_llm_", "smooth_scales",
-    "BACKENDS", "GRANULARITIES", "OBSERVERS", "FakeQuantLayer", "LowRankLinear", "Observer",
-    "QTensor", "QuantConfig", "QuantSpec", "QuantizedLayer", "calibrate", "convert",
-    "dequantize", "entropy_threshold", "fake_quantize", "low_rank_", "observe_range",
-    "pack_int4", "payload_bytes", "prepare_qat", "qparams", "quantize", "quantize_",
-    "quantize_tensor", "quantize_with_range", "rank_for_bytes", "ste_fake_quantize",
-    "to_int8_backend", "unpack_int4", "zero_fraction",
-]
+import importlib
+from typing import Any
+
+_LAZY = {  # public name -> "module:attribute" (or a submodule)
+    "ACT_GRANULARITIES": "precisionlab.quant.llm:ACT_GRANULARITIES",
+    "BACKENDS": "precisionlab.quant.backends:BACKENDS",
+    "block_minmax_grid": "precisionlab.quant.llm:block_minmax_grid",
+    "calibrate": "precisionlab.quant.modules:calibrate",
+    "convert": "precisionlab.quant.modules:convert",
+    "dequantize": "precisionlab.quant.affine:dequantize",
+    "distinct_per_block": "precisionlab.quant.llm:distinct_per_block",
+    "entropy_threshold": "precisionlab.quant.observers:entropy_threshold",
+    "fake_int8_dynamic": "precisionlab.quant.llm:fake_int8_dynamic",
+    "fake_quantize": "precisionlab.quant.affine:fake_quantize",
+    "FakeQuantLayer": "precisionlab.quant.modules:FakeQuantLayer",
+    "GRANULARITIES": "precisionlab.quant.affine:GRANULARITIES",
+    "input_absmax": "precisionlab.quant.llm:input_absmax",
+    "LLMQuantLinear": "precisionlab.quant.llm:LLMQuantLinear",
+    "low_rank_": "precisionlab.quant.lowrank:low_rank_",
+    "LowRankLinear": "precisionlab.quant.lowrank:LowRankLinear",
+    "observe_range": "precisionlab.quant.observers:observe_range",
+    "Observer": "precisionlab.quant.observers:Observer",
+    "OBSERVERS": "precisionlab.quant.affine:OBSERVERS",
+    "pack_int4": "precisionlab.quant.affine:pack_int4",
+    "payload_bytes": "precisionlab.quant.modules:payload_bytes",
+    "prepare_qat": "precisionlab.quant.modules:prepare_qat",
+    "qparams": "precisionlab.quant.affine:qparams",
+    "QTensor": "precisionlab.quant.affine:QTensor",
+    "QuantConfig": "precisionlab.quant.modules:QuantConfig",
+    "quantize": "precisionlab.quant.affine:quantize",
+    "quantize_": "precisionlab.quant.modules:quantize_",
+    "quantize_llm_": "precisionlab.quant.llm:quantize_llm_",
+    "quantize_tensor": "precisionlab.quant.modules:quantize_tensor",
+    "quantize_with_range": "precisionlab.quant.affine:quantize_with_range",
+    "QuantizedLayer": "precisionlab.quant.modules:QuantizedLayer",
+    "QuantSpec": "precisionlab.quant.affine:QuantSpec",
+    "rank_for_bytes": "precisionlab.quant.lowrank:rank_for_bytes",
+    "smooth_scales": "precisionlab.quant.llm:smooth_scales",
+    "ste_fake_quantize": "precisionlab.quant.affine:ste_fake_quantize",
+    "to_int8_backend": "precisionlab.quant.backends:to_int8_backend",
+    "unpack_int4": "precisionlab.quant.affine:unpack_int4",
+    "zero_fraction": "precisionlab.quant.modules:zero_fraction",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use, so importing the package imports nothing: a
+    chapter's key holds the modules it uses, and `import precisionlab.quant` costs no torch."""
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    module, _, attribute = _LAZY[name].partition(":")
+    value = importlib.import_module(module)
+    value = getattr(value, attribute) if attribute else value
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
