@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 NUMERICS = ("formats", "lowbit", "amp", "quant", "memory", "bench", "data", "models",
             "pretrained", "gradstats", "provenance", "validate")
 STUDY = ("tasks", "stats", "designs", "experiments", "rules", "reports", "claims", "ledger",
-         "tables", "plotting", "prose", "results", "audit")
+         "tables", "plotting", "prose", "results", "store", "audit")
 ENGINE = ("runner", "staleness", "verification", "registry", "sweep", "bookext", "pdf",
           "nbcheck", "headline", "cli", "audit.cli")
 JUDGES = ("rules", "reports")  # never import experiments

@@ -224,6 +224,7 @@ def test_a_ledger_chapter_reads_the_verdicts_of_the_chapters_before_it(mini_proj
     assert list(runner.data_inputs(root, CHAPTER)) == ["data/verdicts/10_x.json"]
 
 
+@pytest.mark.slow
 def test_a_markdown_edit_re_renders_without_executing(mini_project):
     root = mini_project
     write_template(root, extra="import time\nprint('ran at', time.time())")
@@ -255,6 +256,7 @@ def test_a_markdown_edit_re_renders_without_executing(mini_project):
     assert runner.execute(root, CHAPTER, progress=False).status == "up to date"
 
 
+@pytest.mark.slow
 def test_status_names_the_file_and_the_part_that_made_a_chapter_stale(mini_project, capsys):
     root = mini_project
     write_template(root, extra="from precisionlab import tables")
@@ -271,3 +273,65 @@ def test_status_names_the_file_and_the_part_that_made_a_chapter_stale(mini_proje
     out = capsys.readouterr().out
     assert f"{CHAPTER}: stale\n    why: src/precisionlab/claims.py changed (rules)" in out
     assert "republishing: re-execute the chapter" in out
+
+
+def write_measuring_chapter(root, log) -> None:
+    """A chapter whose measurement is a stored experiment (it logs each real run) and whose
+    verdict comes from a rule module: the shape of the book's chapters, in miniature."""
+    register(root)
+    pkg = root / "src" / "precisionlab"
+    (pkg / "experiments" / "tiny.py").write_text(
+        "import pandas as pd\n\nfrom precisionlab.store import stored\n\n\n@stored\n"
+        "def measure(n, log):\n    with open(log, 'a') as f:\n        f.write('ran\\n')\n"
+        "    return pd.DataFrame({'i': list(range(n))})\n")
+    (pkg / "rules" / "tiny.py").write_text("def word(table):\n    return 'nuanced'\n")
+    params = new_code_cell("n = 3\ndevice = 'cpu'\nthreads = 1", metadata={"tags": ["parameters"]})
+    work = new_code_cell(
+        "from precisionlab import claims\nfrom precisionlab.experiments import tiny as X\n"
+        "from precisionlab.rules import tiny as R\n"
+        f"table = X.measure(n, {str(log)!r})\n"
+        f"print(claims.record('{CHAPTER}', 'FMT-1', R.word(table), f'{{len(table)}} rows', "
+        "'tbl-x'))")
+    nb = new_notebook(cells=[new_markdown_cell("# Tiny"), params, work], metadata={
+        "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    nbformat.write(nb, root / "notebooks" / f"{CHAPTER}.ipynb")
+
+
+@pytest.mark.slow
+def test_a_rule_change_replays_the_stored_measurements(mini_project, monkeypatch, tmp_path):
+    root = mini_project
+    monkeypatch.setenv("PYTHONPATH", str(root / "src"))  # the kernel imports this project
+    log = tmp_path / "measured.log"
+    write_measuring_chapter(root, log)
+    assert runner.execute(root, CHAPTER, progress=False).status == "executed"
+    first = runner.record_of(root / "book" / f"{CHAPTER}.ipynb")
+    assert (root / "data" / CHAPTER / "store" / "index.json").is_file()
+    assert log.read_text().splitlines() == ["ran"]
+
+    rule = root / "src" / "precisionlab" / "rules" / "tiny.py"
+    rule.write_text("def word(table):\n    return 'supported' if len(table) == 3 else 'refuted'\n")
+    status = runner.chapter_status(root, CHAPTER)
+    assert (status.state, status.why()) == ("stale", "src/precisionlab/rules/tiny.py changed "
+                                            "(rules)")
+    assert status.replayable and status.cost().startswith("re-run the rules, reports")
+
+    assert runner.execute(root, CHAPTER, progress=False).status == "replayed"
+    assert log.read_text().splitlines() == ["ran"]  # nothing measured again
+    verdicts = json.loads((root / "data" / "verdicts" / f"{CHAPTER}.json").read_text())
+    assert verdicts["FMT-1"]["verdict"] == "supported"
+    record = runner.record_of(root / "book" / f"{CHAPTER}.ipynb")
+    assert record["measured"]["executed_at"] == first["executed_at"]
+    assert record["compute_key"] == first["compute_key"] != None  # noqa: E711
+    nb = nbformat.read(root / "book" / f"{CHAPTER}.ipynb", as_version=4)
+    assert "replayed from the run of" in nb.cells[-1].source
+    assert runner.chapter_status(root, CHAPTER).state == "current"
+    assert (root / "data" / CHAPTER / "store" / "index.json").is_file()  # kept for next time
+
+    experiment = root / "src" / "precisionlab" / "experiments" / "tiny.py"
+    experiment.write_text(experiment.read_text().replace("range(n)", "range(n + 0)"))
+    status = runner.chapter_status(root, CHAPTER)
+    assert status.why() == "src/precisionlab/experiments/tiny.py changed (compute)"
+    assert not status.replayable
+    assert runner.execute(root, CHAPTER, progress=False).status == "executed"
+    assert log.read_text().splitlines() == ["ran", "ran"]
+    assert "measured" not in runner.record_of(root / "book" / f"{CHAPTER}.ipynb")

@@ -28,6 +28,7 @@ from precisionlab.results import RESULTS_ENV, atomic_write_text, write_json
 from precisionlab.validate import ParameterError, one_of
 
 PROFILES = registry.PROFILES
+STORE = "store"  # a chapter's stored measurements: data/<chapter>/store/
 
 
 class ChapterFailed(RuntimeError):
@@ -122,7 +123,20 @@ def chapter_status(root: Path, chapter: str, profile: str | None = None) -> stal
         profile = (staleness.record_of(dest) or {}).get("profile", "cpu")
     injected, _ = plan(root, chapter, profile)
     return staleness.status(dest, template_path(root, chapter),
-                            key_parts(root, chapter, profile, injected))
+                            key_parts(root, chapter, profile, injected),
+                            store_folder(root, chapter), _here())
+
+
+def store_folder(root: Path, chapter: str) -> Path:
+    """Where a published chapter's measurements are kept (`precisionlab.store`)."""
+    return root / "data" / chapter / STORE
+
+
+def _here() -> tuple[str, str] | None:
+    """This CPU, for replays; None when torch would run on a GPU (measured anew there)."""
+    import torch
+
+    return None if torch.cuda.is_available() else staleness.this_cpu()
 
 
 record_of = staleness.record_of
@@ -136,7 +150,7 @@ def stored_key(notebook: Path) -> str | None:
 @dataclass
 class RunResult:
     chapter: str
-    status: str  # "executed", "re-rendered" or "up to date"
+    status: str  # "executed", "replayed" (stored measurements), "re-rendered" or "up to date"
     notebook: Path
     seconds: float
 
@@ -162,6 +176,9 @@ class Job:
     provenance_file: str | None = None  # e.g. "<chapter>/provenance.json" in the results
     finish: Callable[[Path, Path], None] | None = None  # (finished notebook, results): extras
     parts: staleness.Parts | None = None  # the key's parts, stored so staleness can say why
+    store: str | None = None  # results subfolder keeping the measurements (`precisionlab.store`)
+    replay: Path | None = None  # a published store to replay the measurements from
+    measured: dict[str, Any] | None = None  # with `replay`: the run that measured them
 
 
 def execute(root: Path, chapter: str, profile: str = "cpu",
@@ -182,13 +199,20 @@ def execute(root: Path, chapter: str, profile: str = "cpu",
         if rerender(dest, template_path(root, chapter)):
             return RunResult(chapter, "re-rendered", dest, time.perf_counter() - t0)
         return RunResult(chapter, "up to date", dest, 0.0)
-    job = Job(parts=parts,
+    replay, measured = None, None
+    record = record_of(dest) if publish and not force else None
+    if record and staleness.replayable(record, parts, store_folder(root, chapter), _here()):
+        replay, measured = store_folder(root, chapter), record.get("measured") or {
+            k: record.get(k) for k in ("executed_at", "wall_time_s", "machine")}
+    job = Job(parts=parts, store=f"{chapter}/{STORE}" if publish else None, replay=replay,
+              measured=measured,
         name=chapter, profile=profile, effective=effective, key=key, dest=dest, base=root,
         modules=modules(root, chapter), staging=root / "_build" / "staging",
         execute=lambda out, shown: _papermill(root, chapter, out, injected, shown),
         move=lambda staged: move_results(staged, data_dest, chapter, whole_tree=not publish),
         record={"chapter": chapter}, provenance_file=f"{chapter}/provenance.json")
-    return RunResult(chapter, "executed", dest, run_job(job, progress))
+    seconds = run_job(job, progress)
+    return RunResult(chapter, "replayed" if replay else "executed", dest, seconds)
 
 
 def rerender(executed: Path, template: Path) -> bool:
@@ -221,8 +245,17 @@ def run_job(job: Job, progress: bool = True) -> float:
     job.staging.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=job.staging))
     staged_nb, staged_data = staging / f"{job.name}.ipynb", staging / "data"
-    previous_env = os.environ.get(RESULTS_ENV)
+    from precisionlab import store
+
+    names = (RESULTS_ENV, store.WRITE_ENV, store.READ_ENV)
+    previous = {name: os.environ.get(name) for name in names}
     os.environ[RESULTS_ENV] = str(staged_data)
+    for name, value in ((store.WRITE_ENV, job.store and staged_data / job.store),
+                        (store.READ_ENV, job.replay)):
+        if value:
+            os.environ[name] = str(value)
+        else:
+            os.environ.pop(name, None)
     # Spinning OpenMP threads slow torch 20-40x when another process holds a core; the kernel
     # inherits this (results are bit-identical either way).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -241,10 +274,11 @@ def run_job(job: Job, progress: bool = True) -> float:
         # The stamped notebook goes last: were the moves cut short, its old key makes a rerun.
         atomic_write_text(job.dest, finished)
     finally:
-        if previous_env is None:
-            os.environ.pop(RESULTS_ENV, None)
-        else:
-            os.environ[RESULTS_ENV] = previous_env
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         shutil.rmtree(staging, ignore_errors=True)
     return seconds
 
@@ -296,7 +330,9 @@ def _provenance(job: Job, started: datetime, seconds: float) -> dict[str, Any]:
         "profile": job.profile,
         "parameters": job.effective,
         "input_key": job.key,
+        "compute_key": job.parts.compute_key() if job.parts else None,
         "key_parts": job.parts.as_dict() if job.parts else None,
+        **({"measured": job.measured} if job.replay else {}),
         "modules": [p.relative_to(job.base).as_posix() for p in job.modules],
         "modules_hash": staleness.combined(staleness.digests(job.modules, job.base)),
         "lock_hash": staleness.lock_hash(job.base),
@@ -331,6 +367,7 @@ def footer(record: dict[str, Any]) -> str:
         ("Profile", f"`{record['profile']}`"),
         ("Parameters", params.replace("|", "\\|")),
         ("Executed", f"{record['executed_at']}, wall time {record['wall_time_s']} s"),
+        *([("Measurements", _measured(record["measured"]))] if record.get("measured") else []),
         ("Device", f"{m['device']}: {m['device_name']}"),
         ("CPU", f"{m['cpu_model']}, {m['cpu_count']} cores, {m['threads']} threads"),
         ("ISA flags present", flags),
@@ -341,6 +378,14 @@ def footer(record: dict[str, Any]) -> str:
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     return f"## Provenance\n\n| | |\n|---|---|\n{table}\n"
+
+
+def _measured(measured: dict[str, Any]) -> str:
+    """The footer's line for a replayed chapter: which run measured its numbers."""
+    m = measured.get("machine") or {}
+    return (f"replayed from the run of {measured.get('executed_at', '?')} (wall time "
+            f"{measured.get('wall_time_s', '?')} s, {m.get('cpu_model', '?')}); the rules, "
+            "reports and figures ran on them anew")
 
 
 def module_name(path: str) -> str:

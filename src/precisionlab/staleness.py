@@ -232,6 +232,14 @@ class Parts:
     def key(self) -> str:
         return combined(self.as_dict())
 
+    def compute_key(self) -> str:
+        """The key of the measurements alone: every part but the library files that only judge
+        (rules) or present (reports, figures, tables). Unchanged, a run can be replayed."""
+        parts = self.as_dict()
+        parts["modules"] = {p: d for p, d in parts["modules"].items()
+                            if study_part(p) == "compute"}
+        return combined(parts)
+
     def as_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), sort_keys=True))
 
@@ -323,12 +331,15 @@ def changes(stored: Mapping[str, Any] | None, current: Parts) -> list[Change]:
 @dataclass
 class Status:
     """Where a published run stands: `state` is "current", "re-render" (only its prose
-    changed), "stale" or "not executed"; `changes` says why; `seconds` its last wall time."""
+    changed), "stale" or "not executed"; `changes` says why; `replayable` when its measurements
+    are unchanged and stored (only rules, reports or figures changed); `seconds` its last wall
+    time."""
 
     state: str
     changes: list[Change] = field(default_factory=list)
     record: dict[str, Any] | None = None
     prose_changed: bool = False
+    replayable: bool = False
 
     @property
     def seconds(self) -> float | None:
@@ -348,6 +359,9 @@ class Status:
             return "nothing to do"
         if self.state == "re-render":
             return "re-render the prose, execute nothing (seconds)"
+        if self.replayable:
+            return ("re-run the rules, reports and figures on the stored measurements, train "
+                    "nothing (seconds)")
         last = f", {self.seconds:,.0f} s last time" if self.seconds else ""
         return f"re-execute the chapter{last}"
 
@@ -360,9 +374,34 @@ def record_of(notebook: Path) -> dict[str, Any] | None:
         return None
 
 
-def status(executed: Path, template: Path, current: Parts) -> Status:
+def replayable(record: dict[str, Any] | None, current: Parts, store: Path,
+               here: tuple[str, str] | None) -> bool:
+    """Whether a stale run can be republished from its stored measurements: its compute key is
+    today's, its store is there, and this machine (`here`: CPU model and torch's capability,
+    None on a GPU) is the one that measured (a figure's hardware line must name that machine)."""
+    from precisionlab import store as stored_calls
+
+    if not record or record.get("compute_key") != current.compute_key():
+        return False
+    if here is None or not (store / stored_calls.INDEX).is_file():
+        return False
+    measured = (record.get("measured") or record).get("machine") or {}
+    return (str(measured.get("device", "cpu")) == "cpu" and not measured.get("forced")
+            and (str(measured.get("cpu_model")), str(measured.get("cpu_capability"))) == here)
+
+
+def this_cpu() -> tuple[str, str]:
+    """(CPU model, torch's CPU capability) of this machine: what `replayable` compares."""
+    from precisionlab import provenance
+
+    return str(provenance.cpu_info()["cpu_model"]), provenance.kernels()["cpu_capability"]
+
+
+def status(executed: Path, template: Path, current: Parts, store: Path | None = None,
+           here: tuple[str, str] | None = None) -> Status:
     """Whether the executed notebook `executed` is what `template` run with `current` parts
-    gives today, and if not, why and at what cost."""
+    gives today, and if not, why and at what cost (`store`: its stored measurements, `here`:
+    this CPU, to tell whether they can be replayed)."""
     if not executed.is_file():
         return Status("not executed")
     record = record_of(executed)
@@ -372,7 +411,8 @@ def status(executed: Path, template: Path, current: Parts) -> Status:
     if record.get("input_key") != current.key():
         found = changes(record.get("key_parts"), current) or \
             [Change("the stored key", "changed", "compute")]
-        return Status("stale", found, record)
+        return Status("stale", found, record, replayable=store is not None
+                      and replayable(record, current, store, here))
     if prose_digest(_read(executed)) != prose_digest(_read(template)):
         return Status("re-render", [], record, prose_changed=True)
     return Status("current", [], record)

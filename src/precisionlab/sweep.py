@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from precisionlab import registry, runner
+from precisionlab import registry, runner, staleness
 from precisionlab.results import atomic_write_text
 from precisionlab.validate import ParameterError, parse_params
 
@@ -65,6 +65,8 @@ class Task:
     files: dict[str, bytes] = field(repr=False)
     num_cpus: float = 1
     num_gpus: float = 0
+    parts: staleness.Parts | None = None  # the key's parts, for the provenance record
+    keep_store: bool = False  # keep the measurements (`precisionlab.store`): a published run
 
 
 @dataclass
@@ -86,7 +88,8 @@ def make_task(root: Path, chapter: str, profile: str, overrides: dict[str, Any],
               _src: dict[str, bytes] | None = None) -> Task:
     """The task executing `chapter` with `overrides` (every name checked against its template)."""
     injected, effective = runner.plan(root, chapter, profile, overrides)
-    key = runner.input_key(root, chapter, profile, injected)
+    parts = runner.key_parts(root, chapter, profile, injected)
+    key = parts.key()
     files = dict(_src if _src is not None else library_files(root))
     for rel in [*PROJECT_FILES, f"notebooks/{chapter}.ipynb", *runner.data_inputs(root, chapter)]:
         if (root / rel).is_file():
@@ -95,7 +98,7 @@ def make_task(root: Path, chapter: str, profile: str, overrides: dict[str, Any],
     return Task(chapter, profile, injected, effective, key,
                 [p.relative_to(root).as_posix() for p in runner.modules(root, chapter)], files,
                 num_cpus=threads if isinstance(threads, int) and threads > 0 else 1,
-                num_gpus=1 if effective.get("device") == "cuda" else 0)
+                num_gpus=1 if effective.get("device") == "cuda" else 0, parts=parts)
 
 
 def library_files(root: Path) -> dict[str, bytes]:
@@ -145,7 +148,8 @@ def run_task(task: Task) -> Outcome:
                 unchanged=f"nothing was written on {host}", base=root),
             move=lambda staged: staged.rename(out) if staged.exists() else out.mkdir(),
             record={"chapter": task.chapter, "host": host},
-            provenance_file=f"{task.chapter}/provenance.json")
+            provenance_file=f"{task.chapter}/provenance.json", parts=task.parts,
+            store=f"{task.chapter}/{runner.STORE}" if task.keep_store else None)
         with _environ(PYTHONPATH=library_first(root),
                       HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")):
             try:
@@ -607,9 +611,11 @@ def run_book(root: Path, names: Sequence[str], profile: str, pool: LocalPool | R
 
     def prepare(name: str) -> Task | None:
         task = make_task(root, name, profile, {}, _src=src)
+        task.keep_store = True
         dest, _ = runner.destinations(root, name, task.key, True)
         if not force and runner.stored_key(dest) == task.key:
-            say(f"{name}: up to date")
+            rendered = runner.rerender(dest, runner.template_path(root, name))
+            say(f"{name}: {'re-rendered' if rendered else 'up to date'}")
             return None
         return task
 

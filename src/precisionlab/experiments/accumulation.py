@@ -20,6 +20,7 @@ from torch import nn
 
 from precisionlab import bench, memory, tasks
 from precisionlab.amp import Trainer
+from precisionlab.store import stored
 
 UP = {"32-true": "64-true", "bf16-mixed": "32-true", "16-mixed": "32-true"}  # one precision up
 ACC_NAME = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
@@ -35,6 +36,7 @@ def _train(model0: nn.Module, precision: str, data, seed: int, steps: int, batch
     return model
 
 
+@stored
 def distances(seeds: Sequence[int], precisions: Sequence[str], ks: Sequence[int],
               batch_size: int, hidden: Sequence[int], steps: int, optimizer: str = "sgd",
               lr: float = 0.1, device: str = "cpu") -> pd.DataFrame:
@@ -128,6 +130,7 @@ def timings(data, model: nn.Module, precisions: Sequence[str], ks: Sequence[int]
     return t.assign(time_ratio=t.seconds_per_step / t.precision.map(base))
 
 
+@stored
 def gradient_errors(seeds: Sequence[int], precisions: Sequence[str], ks: Sequence[int],
                     grad_batch: int, hidden: Sequence[int], device: str = "cpu"
                     ) -> tuple[pd.DataFrame, pd.DataFrame]:

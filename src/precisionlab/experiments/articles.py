@@ -23,6 +23,8 @@ import pandas as pd
 import sympy
 import torch
 
+from precisionlab.store import stored
+
 # ------------------------------------------------------------------------------------ MP-19 ---
 
 
@@ -172,6 +174,7 @@ def _data(task: str, seed: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return x, (x > 0.5).astype("float32")
 
 
+@stored
 def keras_examples(seed: int = 0, steps: int = 5, batch: int = 32,
                    device: str = "cpu") -> pd.DataFrame:
     """Run every case of `CASES` for `steps` optimizer steps (one batch of `batch` examples per
@@ -422,6 +425,7 @@ def lstm_forward_as_written(batch_sizes: Sequence[int], seed: int = 0) -> pd.Dat
     return pd.DataFrame(rows)
 
 
+@stored
 def lstm_training(seed: int = 0, steps: int = 30, batch: int = 16, lr: float = 1e-2
                   ) -> pd.DataFrame:
     """The article's loop with the forward fixed (`as_written=False`), run three ways on the

@@ -18,6 +18,7 @@ import torch
 from precisionlab import formats as F
 from precisionlab import gradstats, tasks
 from precisionlab import validate as v
+from precisionlab.store import stored
 
 SOFTMAX_METHODS = ("naive exp, fp16", "max-subtracted, fp16", "torch.softmax, fp16")
 """The three ways `softmax_probe` computes a softmax in fp16."""
@@ -59,6 +60,7 @@ def check_parameters(*, formats: Sequence[str], matmul_log2_scales: Sequence[int
     v.integer("threads", threads, 1, 256)
 
 
+@stored
 def round_to_check(n: int = 1_000_000, seed: int = 0) -> pd.DataFrame:
     """`formats.round_to` against torch's own cast on `n` random float32 bit patterns (every
     binade, specials included), for each format of <= 16 bits with a torch dtype: one row per
@@ -233,6 +235,7 @@ def gradient_runs(seeds: Sequence[int], task: str = "digits", hidden: Sequence[i
     return pd.DataFrame(rows), samples
 
 
+@stored
 def underflow(samples: dict[int, torch.Tensor], formats: Sequence[str],
               log2_scales: Sequence[int]) -> pd.DataFrame:
     """`gradstats.underflow_table` for each seed's gradients, with a seed column."""

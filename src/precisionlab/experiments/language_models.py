@@ -25,6 +25,7 @@ from precisionlab.amp import Trainer, get_matmul16, set_matmul16
 from precisionlab.data import Split, char_corpus
 from precisionlab.designs import LM_BASELINE as BASELINE
 from precisionlab.designs import LM_PRECISIONS as PRECISIONS
+from precisionlab.store import stored
 
 
 def load(seed: int, context: int = 64, n_train: int = 2048, n_val: int = 256,
@@ -49,6 +50,7 @@ def corpus_facts(split: Split) -> dict[str, object]:
             "context": int(split.x_train.shape[1])}
 
 
+@stored
 def train(seeds: Sequence[int], precisions: Sequence[str] = PRECISIONS, steps: int = 200,
           batch: int = 32, lr: float = 3e-3, context: int = 64, d_model: int = 64,
           n_layers: int = 2, eval_every: int = 50, n_train: int = 2048, n_val: int = 256,
@@ -86,6 +88,7 @@ def train(seeds: Sequence[int], precisions: Sequence[str] = PRECISIONS, steps: i
     return pd.DataFrame(runs), pd.concat(curves, ignore_index=True)
 
 
+@stored
 def step_times(seeds: Sequence[int], precisions: Sequence[str] = PRECISIONS,
                time_steps: int = 2, batch: int = 32, lr: float = 3e-3, context: int = 64,
                d_model: int = 64, n_layers: int = 2, repeats: int = 5, warmup: int = 1,

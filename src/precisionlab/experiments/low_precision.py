@@ -33,6 +33,7 @@ from precisionlab.designs import RECIPE_BASELINE as BASELINE
 from precisionlab.experiments import mixed
 from precisionlab.experiments.language_models import load, model_for
 from precisionlab.experiments.language_models import ratios as lm_ratios
+from precisionlab.store import stored
 
 PURE02 = "data/02_mixed_precision/pure_precision.csv"
 """Chapter 02's pure 16-bit runs (its published table, a declared input of chapter 15)."""
@@ -121,6 +122,7 @@ def _stats_summary(model: nn.Module, seed: int, recipe: str) -> pd.DataFrame:
     return out.assign(seed=seed, recipe=recipe)
 
 
+@stored
 def train(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, steps: int = 60,
           batch: int = 16, lr: float = 3e-3, context: int = 16, d_model: int = 32,
           n_layers: int = 2, eval_every: int = 10, n_train: int = 1024, n_val: int = 64,
@@ -218,6 +220,7 @@ def range_change(steps: int = 48, jump_at: int = 8, drop_at: int = 28, width: in
     return pd.concat(tables, ignore_index=True)
 
 
+@stored
 def step_times(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, time_steps: int = 1,
                batch: int = 16, lr: float = 3e-3, context: int = 16, d_model: int = 32,
                n_layers: int = 2, repeats: int = 5, warmup: int = 1,

@@ -39,6 +39,7 @@ from precisionlab.designs import SPACING as SPACING
 from precisionlab.designs import fine_accuracy as fine_accuracy
 from precisionlab.formats import adam_underflow as adam_underflow
 from precisionlab.models import MLP, FP32Island
+from precisionlab.store import stored
 
 INT_TYPES = {"int8", "int16", "int32", "int64", "uint8", "bool"}
 
@@ -216,6 +217,7 @@ def _step(model: nn.Module, precision: str, x: torch.Tensor, y: torch.Tensor,
     return after - before, grad, logits.detach().double().flatten()
 
 
+@stored
 def one_step_updates(seeds: Sequence[int], sgd_lr: float, lr: float = 1e-3,
                      warm_steps: int = 100, batch_size: int = 64,
                      hidden: Sequence[int] = (256, 256), device: str = "cpu") -> pd.DataFrame:
@@ -256,6 +258,7 @@ def one_step_updates(seeds: Sequence[int], sgd_lr: float, lr: float = 1e-3,
     return pd.DataFrame(rows)
 
 
+@stored
 def lr_curves(seeds: Sequence[int], sgd_lr: float, steps: int,
               hidden: Sequence[int] = (256, 256), device: str = "cpu") -> pd.DataFrame:
     """SGD on digits: 32-true, bf16-mixed, 16-mixed at `sgd_lr` and 32-true at `sgd_lr / 2`;
@@ -282,6 +285,7 @@ def _smoothed(history: pd.DataFrame, by: str, window: int) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ training ---
 
+@stored
 def precision_runs(steps: dict[str, int], precisions: Sequence[str], seeds: Sequence[int],
                    lr: float = 1e-3, batch_size: int = 64, hidden: Sequence[int] = (256, 256),
                    samples: int = 4000, device: str = "cpu") -> pd.DataFrame:
@@ -311,6 +315,7 @@ def final_table(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     return table.assign(**{k: v.to_numpy() for k, v in extra.items()})
 
 
+@stored
 def pure_runs(seeds: Sequence[int], sgd_lr: float, lr: float, steps: int,
               hidden: Sequence[int] = (256, 256), device: str = "cpu") -> pd.DataFrame:
     """Digits MLP trained with SGD and with Adam at 16-true, bf16-true and their AMP twins,
@@ -417,6 +422,7 @@ def article_layer_errors() -> dict[str, str]:
     return out
 
 
+@stored
 def article_layer_runs(seeds: Sequence[int], lr: float, steps: int,
                        device: str = "cpu") -> pd.DataFrame:
     """Softmax regression on digits with SGD: the repaired fp16 layer (16-true) against
@@ -481,6 +487,7 @@ CLOSE_PAIR_VARIANTS = {"32-true": ("32-true", False), "16-mixed": ("16-mixed", F
                        "bf16-mixed, g in FP32Island": ("bf16-mixed", True)}
 
 
+@stored
 def close_pairs_runs(seeds: Sequence[int], steps: int = 200, lr: float = 1e-2,
                      batch_size: int = 256, samples: int = 8000,
                      device: str = "cpu") -> pd.DataFrame:
@@ -502,6 +509,7 @@ def close_pairs_runs(seeds: Sequence[int], steps: int = 200, lr: float = 1e-2,
 
 # ------------------------------------------------------------------------------- overhead ---
 
+@stored
 def policy_step_times(precisions: Sequence[str], width: int, batch: int, steps: int,
                       repeats: int, device: str = "cpu") -> pd.DataFrame:
     """The Trainer's time per step at each precision, interleaved in one run on a digits MLP of
@@ -521,6 +529,7 @@ def policy_step_times(precisions: Sequence[str], width: int, batch: int, steps: 
     return table
 
 
+@stored
 def trainer_overhead(precisions: Sequence[str], width: int, batch: int, steps: int,
                      repeats: int, device: str = "cpu") -> pd.DataFrame:
     """Trainer against `plain_loop`, interleaved timings on a digits MLP of `width`: precision,

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from precisionlab import bench
+from precisionlab.store import stored
 
 U32 = 2.0**-24  # unit roundoff of fp32 (round to nearest): half the spacing above 1
 U64 = 2.0**-53  # unit roundoff of fp64
@@ -133,6 +134,7 @@ def refine(a: torch.Tensor, b: torch.Tensor, x_true: torch.Tensor | None = None,
     return x, pd.DataFrame(rows), stop
 
 
+@stored
 def solve_all(seeds: Sequence[int], kappas: Sequence[float], n: int, max_iter: int = MAX_ITER,
               device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame]:
     """MP-22: (runs, history). runs: one row per (seed, kappa, method) with forward_error,
@@ -178,6 +180,7 @@ def flop_counts(n: int, iterations: int) -> dict[str, float]:
                                                     + iterations * residual)}
 
 
+@stored
 def timings(n: int, kappa: float, seed: int, max_iter: int = MAX_ITER, repeats: int = 7,
             warmup: int = 1, device: str = "cpu") -> pd.DataFrame:
     """Seconds per solve of one n x n system, interleaved (`bench.interleaved`): 'fp64 LU',

@@ -25,6 +25,7 @@ from precisionlab.amp.underflow import underflow_during_training
 from precisionlab.designs import DYNAMIC as DYNAMIC  # `NAME as NAME`: re-exported for callers
 from precisionlab.designs import NONE as NONE
 from precisionlab.designs import SCALING_TASK_NAMES, configs, label
+from precisionlab.store import stored
 
 TASK_OF = {"mlp": "mnist1d", "transformer": "chars"}  # chapter task -> precisionlab.tasks name
 TASK_NAMES = SCALING_TASK_NAMES  # chapter task -> its name in tables and figures
@@ -43,6 +44,7 @@ def model_for(task: str, split, seed: int, device: str = "cpu",
                            d_model=tf_d_model, n_layers=tf_layers).to(device)
 
 
+@stored
 def sweep(task: str, seeds: Sequence[int], log2_scales: Sequence[int], steps: int, batch: int,
           lr: float, init_scale: float = 2.0**16, growth_interval: int = 2000,
           device: str = "cpu", **model: object) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -88,6 +90,7 @@ def sweep(task: str, seeds: Sequence[int], log2_scales: Sequence[int], steps: in
     return runs, pd.concat(traces, ignore_index=True)
 
 
+@stored
 def underflow(task: str, seeds: Sequence[int], log2_scales: Sequence[int], steps: int,
               checkpoints: Sequence[float], batch: int, lr: float, device: str = "cpu",
               **model: object) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from precisionlab import bench, stats, tasks
+from precisionlab import bench, stats, store, tasks
 from precisionlab.amp import Trainer, get_policy
 from precisionlab.amp.trainer import evaluate
 from precisionlab.designs import SIM_INT8, TORCHAO_EAGER
@@ -50,6 +50,7 @@ def stored_variants(model: nn.Module) -> list[tuple[str, nn.Module, str]]:
             (f"int8 ({int8_backend_name()} kernels)", to_int8_backend(model), "32-true")]
 
 
+@store.stored  # as store.stored: `stored` names a local variable below
 def stored_formats(seeds: Sequence[int], task: str = "mnist1d", hidden: Sequence[int] = (256, 256),
                    steps: int = 1500, samples: int = 4000, device: str = "cpu") -> pd.DataFrame:
     """Per seed (its own split and weights, `tasks.make`): train in fp32 with Adam, store each
@@ -155,6 +156,7 @@ def candidates(width: int, depth: int, device: str = "cpu",
     return out
 
 
+@store.stored
 def latency_grid(widths: Sequence[int], depth: int, batches: Sequence[int], repeats: int = 7,
                  warmup: int = 3, device: str = "cpu",
                  compare_torchao: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -23,6 +23,7 @@ from precisionlab import validate as v
 from precisionlab.amp import Trainer, plain_loop, set_matmul16
 from precisionlab.data import Split
 from precisionlab.designs import bytes_over_32
+from precisionlab.store import stored
 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 PURE_PRECISIONS = ("bf16-true", "16-true")  # MP-17: weights, gradients and optimizer in 16 bits
@@ -111,6 +112,7 @@ def throughput(times: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+@stored
 def matmul_grid(sizes: Sequence[int], formats: Sequence[str], fp16_max_n: int, max_call_s: float,
                 matvec_n: int, copy_mib: int, repeats: int = 7, warmup: int = 1,
                 device: str = "cpu") -> dict[str, pd.DataFrame]:
@@ -130,6 +132,7 @@ def matmul_grid(sizes: Sequence[int], formats: Sequence[str], fp16_max_n: int, m
             "square": throughput(sq), "matvec": throughput(mv)}
 
 
+@stored
 def kernel_table(formats: Sequence[str], peak: pd.Series, flags: dict[str, bool], clock_mhz: str,
                  scaling_n: int, threads: int, fp16_max_n: int, max_call_s: float,
                  repeats: int = 7, warmup: int = 1,

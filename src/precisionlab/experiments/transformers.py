@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from precisionlab.store import stored
+
 DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16,
           "bfloat16": torch.bfloat16}
 # fp16's smallest positive subnormal, 2**-24: a gradient below it cannot be stored in fp16.
@@ -256,6 +258,7 @@ def _loss_and_grads(model: nn.Module, batch: dict[str, torch.Tensor], dtype: tor
     return float(loss.detach()), grads
 
 
+@stored
 def autocast_table(seeds: Sequence[int], models: Sequence[str] = ("gpt2", "bert"),
                    n_layer: int = 2, width: int = 128, batch: int = 4, length: int = 32,
                    fp16_scale: float = 2.0 ** 16, device: str = "cpu") -> pd.DataFrame:
