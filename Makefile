@@ -75,7 +75,7 @@ browser: $(STAMP)
 
 # One PDF of the whole book, offline: Sphinx's single-page HTML build (its own _build under
 # _build/pdf, apart from _build/html), printed by headless Debian chromium once MathJax has
-# typeset and every image loaded (src/precisionlab/pdf.py). Then tests/browser/test_pdf.py
+# typeset and every image loaded (src/precisionlab/engine/pdf.py). Then tests/browser/test_pdf.py
 # reads it back with poppler-utils (apt-get install poppler-utils), so a wrong PDF fails here.
 pdf: $(STAMP) $(MATHJAX)
 	@command -v pdftotext >/dev/null && command -v pdftoppm >/dev/null || { \
@@ -83,7 +83,7 @@ pdf: $(STAMP) $(MATHJAX)
 	$(BIN)/precisionlab toc
 	$(BIN)/jupyter-book build . --path-output _build/pdf --builder custom \
 	  --custom-builder singlehtml --warningiserror --keep-going --quiet
-	$(BIN)/python -m precisionlab.pdf --site _build/pdf/_build/singlehtml --out _build/pdf/book.pdf
+	$(BIN)/python -m precisionlab.engine.pdf --site _build/pdf/_build/singlehtml --out _build/pdf/book.pdf
 	CI=true $(BIN)/python -m pytest -p no:cacheprovider tests/browser/test_pdf.py
 
 # nbval re-executes the executed chapters in book/; their results, and the verdicts the ledger

@@ -40,7 +40,7 @@ def mini_project(tmp_path, monkeypatch):
 def scaling_measured():
     """Chapter 03's sweep and underflow probe at toy sizes, shared by its experiment and report
     tests: (runs, traces, underflow)."""
-    from precisionlab.experiments import scaling
+    from precisionlab.study.experiments import scaling
 
     model = dict(mlp_hidden=[8], tf_context=8, tf_d_model=8, tf_layers=1)
     runs, traces = scaling.sweep("transformer", [0, 1], [8], steps=3, batch=4, lr=1e-3,

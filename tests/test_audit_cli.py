@@ -14,9 +14,11 @@ import pytest
 import torch
 from papermill.exceptions import PapermillExecutionError
 
-from precisionlab import cli as command
-from precisionlab import runner, validate
-from precisionlab.audit import cli, html
+from precisionlab import validate
+from precisionlab.engine import audit as cli
+from precisionlab.engine import cli as command
+from precisionlab.engine import runner
+from precisionlab.study.audit import html
 
 MODULE = "toy_audit_model"  # a model defined only in this test file, written into tmp_path
 TOY = '''
@@ -124,7 +126,7 @@ def test_smoke_audit_end_to_end_caches_by_content_and_fails_atomically(toy, caps
     record = nb["metadata"]["precisionlab"]
     assert record["audit"] == "model" and record["profile"] == "smoke"
     assert record["parameters"]["params"]["steps"] == 4
-    assert "src/precisionlab/audit/plots.py" in record["modules"]
+    assert "src/precisionlab/study/audit/plots.py" in record["modules"]
     assert "".join(nb["cells"][-1]["source"]).startswith("## Provenance")
     errors = [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     assert not errors

@@ -12,10 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from precisionlab import audit
 from precisionlab.amp.trainer import Trainer, evaluate
-from precisionlab.audit import measure
 from precisionlab.quant.ptq import quantize_ptq
+from precisionlab.study import audit
+from precisionlab.study.audit import measure
 
 MODULE = """
 import torch
@@ -133,7 +133,7 @@ def test_module_table_flags_the_module_made_to_overflow(mod):
     assert not t.loc["2", "grad_overflow_fp16"]
     first = measure.fp16_forward_inf(s.make_model(), x)
     assert first == "0"
-    from precisionlab.audit.summary import overflow_of
+    from precisionlab.study.audit.summary import overflow_of
     over = overflow_of(measure.module_table(info, grads), first)
     assert over["module"] == "0" and over["where"] == "forward" and over["fp16_forward_inf"] == "0"
 
@@ -244,7 +244,7 @@ def test_plots_and_tables_of_a_real_audit(audited):
 
 
 def test_cosine_by_parameter_equals_the_flat_cosine_and_refuses_non_finite():
-    from precisionlab.audit.measure import cosine
+    from precisionlab.study.audit.measure import cosine
 
     g = torch.Generator().manual_seed(0)
     a = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch import nn
 
-from precisionlab import audit
-from precisionlab.audit.spec import parse_ptq
+from precisionlab.study import audit
+from precisionlab.study.audit.spec import parse_ptq
 from precisionlab.validate import ParameterError
 
 MODELS = """

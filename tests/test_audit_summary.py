@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import nn
 
-from precisionlab import audit
-from precisionlab.audit.measure import Result, parity_table
-from precisionlab.audit.spec import Subject
 from precisionlab.data import Split
+from precisionlab.study import audit
+from precisionlab.study.audit.measure import Result, parity_table
+from precisionlab.study.audit.spec import Subject
 
 # the module (audit.summary is the function of the same name)
-S = importlib.import_module("precisionlab.audit.summary")
+S = importlib.import_module("precisionlab.study.audit.summary")
 KEYS = {"model", "data", "task", "machine", "parameters", "amp", "overflow", "underflow", "ptq",
         "speed", "memory", "recommendations"}
 

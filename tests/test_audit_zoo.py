@@ -11,10 +11,10 @@ import math
 import pytest
 import torch
 
-from precisionlab import audit
-from precisionlab.audit import zoo
+from precisionlab.study import audit
+from precisionlab.study.audit import zoo
 
-ZOO = "precisionlab.audit.zoo"
+ZOO = "precisionlab.study.audit.zoo"
 SUMMARY_KEYS = {"model", "data", "task", "machine", "parameters", "amp", "overflow", "underflow",
                 "ptq", "speed", "memory", "recommendations"}
 # The smallest audit that still measures everything once: one step, a batch of 2, one PTQ

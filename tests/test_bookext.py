@@ -11,7 +11,7 @@ import pytest
 from docutils import nodes
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from precisionlab import bookext, runner
+from precisionlab.engine import bookext, runner
 
 RUN, WAITING = "90_tiny", "91_waiting"
 
@@ -26,7 +26,8 @@ def write_project(root) -> None:
         params = new_code_cell("n = 3\ndevice = 'cpu'\nthreads = 1",
                                metadata={"tags": ["parameters"]})
         work = new_code_cell(
-            "import pandas as pd\nfrom precisionlab import claims, results, validate\n"
+            "import pandas as pd\nfrom precisionlab import validate\n"
+            "from precisionlab.study import claims, results\n"
             "validate.integer('n', n, 1, 10)\n"
             f"results.save_table(pd.DataFrame({{'i': list(range(n))}}), '{name}', 'table')\n"
             f"claims.record('{name}', 'FMT-1', 'nuanced', f'n was {{n}}', 'tbl-x')")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from precisionlab import claims
+from precisionlab.study import claims
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 SHARED_CLAIMS = SHARED / "claims.md"
@@ -101,7 +101,7 @@ def test_catalog_rejects_a_row_with_an_unquoted_comma(tmp_path):
 
 
 def test_sig2_keeps_two_significant_digits_without_exponents() -> None:
-    from precisionlab.claims import sig2
+    from precisionlab.study.claims import sig2
 
     assert [sig2(x) for x in (0.012345, 1234.0, 0.5, 3.0, 2.5e-8, 0.996)] == [
         "0.012", "1200", "0.5", "3", "2.5e-08", "1"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import matplotlib
 import pytest
 
-from precisionlab.experiments import accumulation as ga
-from precisionlab.reports import accumulation as report
+from precisionlab.study.experiments import accumulation as ga
+from precisionlab.study.reports import accumulation as report
 
 matplotlib.use("Agg")
 

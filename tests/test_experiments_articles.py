@@ -9,8 +9,8 @@ import sys
 import pytest
 import torch
 
-from precisionlab.experiments import articles as A
-from precisionlab.rules import articles as R
+from precisionlab.study.experiments import articles as A
+from precisionlab.study.rules import articles as R
 
 
 def test_gradient_grid_autograd_matches_the_closed_form_and_fp32():
@@ -35,8 +35,8 @@ def test_special_point_uses_exact_arithmetic():
 
 @pytest.mark.slow
 def test_importing_the_library_does_not_import_keras():
-    code = ("import sys, precisionlab, precisionlab.experiments.articles, "
-            "precisionlab.rules.articles; print('keras' in sys.modules)")
+    code = ("import sys, precisionlab, precisionlab.study.experiments.articles, "
+            "precisionlab.study.rules.articles; print('keras' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

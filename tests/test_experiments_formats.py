@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from precisionlab.experiments import formats as X
+from precisionlab.study.experiments import formats as X
 
 
 def test_layout_check_compares_derived_constants_with_independent_references() -> None:

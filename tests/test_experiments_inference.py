@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from precisionlab import pretrained
-from precisionlab.experiments import inference as inf
+from precisionlab.study.experiments import inference as inf
 from precisionlab.validate import ParameterError
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from precisionlab.amp import get_matmul16, set_matmul16
-from precisionlab.experiments import language_models as lm
+from precisionlab.study.experiments import language_models as lm
 
 TINY = dict(steps=4, batch=8, context=8, d_model=8, n_layers=1, eval_every=2, n_train=64,
             n_val=16)

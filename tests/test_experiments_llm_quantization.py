@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from precisionlab import memory, pretrained
-from precisionlab.experiments import llm_quantization as lq
 from precisionlab.quant import LLMQuantLinear, QuantizedLayer, backends, block_minmax_grid
+from precisionlab.study.experiments import llm_quantization as lq
 from precisionlab.validate import ParameterError
 
 

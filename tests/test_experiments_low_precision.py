@@ -12,8 +12,8 @@ import torch
 
 from precisionlab.amp import Trainer
 from precisionlab.amp.float8 import Float8Linear
-from precisionlab.experiments import language_models as lm
-from precisionlab.experiments import low_precision as lp
+from precisionlab.study.experiments import language_models as lm
+from precisionlab.study.experiments import low_precision as lp
 
 TINY = dict(steps=3, batch=4, context=8, d_model=32, n_layers=1, eval_every=2, n_train=32,
             n_val=8)

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from precisionlab.experiments import mixed as X
+from precisionlab.study.experiments import mixed as X
 
 
 def adam_one_step(g: float, dtype: torch.dtype) -> tuple[float, float]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from precisionlab.experiments import quantization as xq
 from precisionlab.quant.qat import QATTrainer
+from precisionlab.study.experiments import quantization as xq
 
 SEEDS = [0, 1]
 

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from precisionlab.experiments import refinement as ir
+from precisionlab.study.experiments import refinement as ir
 
 
 @pytest.mark.parametrize("kappa", [1.0, 1e3, 1e8])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from precisionlab.experiments import scaling
+from precisionlab.study.experiments import scaling
 
 
 def test_configs_and_labels():

@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from precisionlab import memory
-from precisionlab.experiments import size
 from precisionlab.models import MLP
 from precisionlab.quant import QuantConfig, QuantSpec, quantize_, to_int8_backend
+from precisionlab.study.experiments import size
 
 
 def test_torch_ao_parameters_omit_the_packed_weights_that_unpacking_finds():

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 import torch
 
-from precisionlab.experiments import size
-from precisionlab.experiments import speed as exp
-from precisionlab.reports import speed as rep
+from precisionlab.study.experiments import size
+from precisionlab.study.experiments import speed as exp
+from precisionlab.study.reports import speed as rep
 from precisionlab.validate import ParameterError
 
 

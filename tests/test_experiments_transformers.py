@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from precisionlab.experiments import transformers as X
+from precisionlab.study.experiments import transformers as X
 
 
 def test_article_attention_is_noncausal_sdpa():

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from precisionlab import headline, registry
-from precisionlab.headline import HeadlineError
+from precisionlab.engine import headline, registry
+from precisionlab.engine.headline import HeadlineError
+from precisionlab.engine.registry import Headline
 from precisionlab.provenance import find_root
-from precisionlab.registry import Headline
 
 RUNS = """task,precision,bits,scale,seed,accuracy,loss,diverged
 digits,32-true,8,0.0,0,0.90,0.5,False

@@ -10,9 +10,10 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.patches import Rectangle
 
-from precisionlab import registry
-from precisionlab.claims import Verdict, catalog
-from precisionlab.ledger import (
+from precisionlab.engine import registry
+from precisionlab.provenance import find_root
+from precisionlab.study.claims import Verdict, catalog
+from precisionlab.study.ledger import (
     VERDICT_STYLE,
     claim_ids_in,
     counts,
@@ -28,8 +29,7 @@ from precisionlab.ledger import (
     verdict_board,
     verdicts_before,
 )
-from precisionlab.provenance import find_root
-from precisionlab.rules import citations
+from precisionlab.study.rules import citations
 
 CATALOG = {"A-1": {"seeds": "001", "claim": "first"}, "B-2": {"seeds": "002", "claim": "second"},
            "C-3": {"seeds": "003", "claim": "third"}}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from precisionlab.nbcheck import check_notebooks, timing_leaks
+from precisionlab.engine.nbcheck import check_notebooks, timing_leaks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,7 +49,7 @@ def test_a_checked_cell_that_measures_or_reads_a_timing_is_named(cells, fragment
      CHECK + "print(p, q)"),  # a loop variable reused over plain data
     ("%matplotlib inline\nflops = memory.matmul_flops(f)", CHECK + "print(flops)"),
     # a library call drawing a figure of timings does not make the library a timing
-    ("from precisionlab.reports import speed as rep", "t = bench.interleaved(c)",
+    ("from precisionlab.study.reports import speed as rep", "t = bench.interleaved(c)",
      "rep.fig_step(t)", CHECK + "print(rep.facts(counts))"),
 ])
 def test_checked_cells_with_robust_facts_pass(cells):

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 from PIL import Image  # noqa: E402
 
-from precisionlab import plotting  # noqa: E402
+from precisionlab.study import plotting  # noqa: E402
 
 LONG = ("CPU AMD EPYC (avx2, fma, f16c; no avx512_bf16, avx512_fp16, amx); torch 2.13.0 on "
         "2 threads; capability AVX2; oneDNN 3.9; MKL 2025.0; Linux 6.1; Python 3.11.13")

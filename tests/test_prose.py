@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import myst_nb
 
-from precisionlab.prose import glue_all
+from precisionlab.study.prose import glue_all
 
 
 def test_glue_all_glues_each_text_as_a_string_without_display(monkeypatch) -> None:

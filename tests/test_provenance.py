@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from precisionlab import provenance, staleness
+from precisionlab import provenance
+from precisionlab.engine import staleness
 
 XEON = {"avx2": True, "avx512f": True, "avx512_bf16": True, "avx512_fp16": True}
 EPYC = {"avx2": True, "avx512f": False, "avx512_bf16": False, "avx512_fp16": False}

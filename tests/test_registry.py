@@ -6,10 +6,10 @@ import copy
 
 import pytest
 
-from precisionlab import registry
-from precisionlab.claims import catalog
+from precisionlab.engine import registry
+from precisionlab.engine.registry import RegistryError
 from precisionlab.provenance import find_root
-from precisionlab.registry import RegistryError
+from precisionlab.study.claims import catalog
 
 TABLE = {
     "parts": [

@@ -6,8 +6,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from precisionlab.experiments import formats as X
-from precisionlab.reports import formats as report
+from precisionlab.study.experiments import formats as X
+from precisionlab.study.reports import formats as report
 
 matplotlib.use("Agg")
 

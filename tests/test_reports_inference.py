@@ -4,7 +4,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from precisionlab.reports import inference as report  # noqa: E402
+from precisionlab.study.reports import inference as report  # noqa: E402
 
 
 def causal():

@@ -7,7 +7,7 @@ import math
 import matplotlib
 import pandas as pd
 
-from precisionlab.reports import language_models as report
+from precisionlab.study.reports import language_models as report
 
 matplotlib.use("Agg")
 

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from precisionlab.reports import llm_quantization as report  # noqa: E402
+from precisionlab.study.reports import llm_quantization as report  # noqa: E402
 
 
 def table() -> pd.DataFrame:

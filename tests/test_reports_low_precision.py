@@ -13,8 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from precisionlab.experiments import low_precision as lp  # noqa: E402
-from precisionlab.reports import low_precision as report  # noqa: E402
+from precisionlab.study.experiments import low_precision as lp  # noqa: E402
+from precisionlab.study.reports import low_precision as report  # noqa: E402
 
 SHIFT = {"32-true": 0.0, "bf16-mixed": 0.0, "fp8-current": 0.01, "mxfp4": 0.3,
          "bf16-true": 0.02, "16-true": math.nan, "bf16-kahan": 0.0}

@@ -8,7 +8,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from precisionlab.reports import mixed as report
+from precisionlab.study.reports import mixed as report
 
 matplotlib.use("Agg")
 

@@ -6,8 +6,8 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from precisionlab.experiments import quantization as xq
-from precisionlab.reports import quantization as report
+from precisionlab.study.experiments import quantization as xq
+from precisionlab.study.reports import quantization as report
 
 matplotlib.use("Agg")
 

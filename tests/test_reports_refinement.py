@@ -8,8 +8,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
-from precisionlab.experiments import refinement as ir
-from precisionlab.reports import refinement as report
+from precisionlab.study.experiments import refinement as ir
+from precisionlab.study.reports import refinement as report
 
 matplotlib.use("Agg")
 

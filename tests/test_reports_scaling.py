@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import matplotlib
 
-from precisionlab.reports import scaling as report
+from precisionlab.study.reports import scaling as report
 
 matplotlib.use("Agg")
 

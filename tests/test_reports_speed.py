@@ -6,7 +6,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from precisionlab.reports import speed as report
+from precisionlab.study.reports import speed as report
 
 matplotlib.use("Agg")
 

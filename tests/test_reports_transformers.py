@@ -6,7 +6,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from precisionlab.reports import transformers as P  # noqa: E402
+from precisionlab.study.reports import transformers as P  # noqa: E402
 
 
 def test_perturbation_figure_axes():

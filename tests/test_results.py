@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from precisionlab import results
+from precisionlab.study import results
 
 
 def test_save_table_goes_to_the_results_dir(results_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from precisionlab.rules import accumulation as rules
+from precisionlab.study.rules import accumulation as rules
 
 
 def ga1_table(acc: float, small: float, yard: float = 1e-6,

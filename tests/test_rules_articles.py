@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from precisionlab.rules import articles as R
+from precisionlab.study.rules import articles as R
 
 
 def grid(points: list[tuple[float, float, float]], article=None, reference_off: bool = False

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from precisionlab.rules import formats as R
+from precisionlab.study.rules import formats as R
 
 
 def layouts(equal: bool = True) -> pd.DataFrame:

@@ -3,7 +3,7 @@ import math
 import pandas as pd
 import pytest
 
-from precisionlab.rules import inference as rules
+from precisionlab.study.rules import inference as rules
 
 
 def tables(sp_smol: dict, sp_mini: dict, kl: float = 1e-4, cos: float = 0.99999):

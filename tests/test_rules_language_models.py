@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from precisionlab.rules import language_models as rules
+from precisionlab.study.rules import language_models as rules
 
 NOISE = [0.0, 0.004, -0.003]
 

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precisionlab.rules import llm_quantization as rules
+from precisionlab.study.rules import llm_quantization as rules
 
 
 def fidelity(cos: list[float], agree: list[bool]) -> pd.DataFrame:

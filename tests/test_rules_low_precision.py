@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from precisionlab.rules import low_precision as rules
+from precisionlab.study.rules import low_precision as rules
 
 NOISE = [0.0, 0.004, -0.003]
 
@@ -88,7 +88,7 @@ def test_outcomes_and_matching_list_recipes_in_order():
 
 
 def test_margin_is_chapter_12s():
-    from precisionlab.rules import language_models
+    from precisionlab.study.rules import language_models
 
     assert rules.LOSS_MARGIN == language_models.LOSS_MARGIN
     assert rules.FAR_ABOVE == pytest.approx(math.log(2))

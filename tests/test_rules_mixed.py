@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from precisionlab.rules import mixed as R
+from precisionlab.study.rules import mixed as R
 
 SEEDS = (0, 1, 2)
 JITTER = (-0.001, 0.0, 0.001)  # per-seed noise, small against every margin

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from precisionlab.rules import quantization as rq
+from precisionlab.study.rules import quantization as rq
 
 SEEDS = [0, 1, 2]
 FP32 = {0: 0.80, 1: 0.82, 2: 0.81}

@@ -7,7 +7,7 @@ import math
 import pandas as pd
 import pytest
 
-from precisionlab.rules import refinement as rules
+from precisionlab.study.rules import refinement as rules
 
 KAPPAS = [10.0**k for k in range(1, 11)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from precisionlab.rules import scaling
+from precisionlab.study.rules import scaling
 
 
 def under_table(shares: dict[str, list[tuple[float, float]]], overflow_at: float = 24.0

@@ -4,7 +4,7 @@ hand-made tables."""
 import pandas as pd
 import pytest
 
-from precisionlab.rules import speed as rules
+from precisionlab.study.rules import speed as rules
 
 HW = "test CPU, 2 threads"
 INT8 = "int8 torch.ao"

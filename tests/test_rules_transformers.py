@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from precisionlab.rules import transformers as R
+from precisionlab.study.rules import transformers as R
 
 
 def attn(noncausal=1e-7, causal=1.0, formula_finite=True, sdpa_finite=True, eps=1.2e-7):

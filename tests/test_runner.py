@@ -10,7 +10,8 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from precisionlab import cli, runner, validate
+from precisionlab import validate
+from precisionlab.engine import cli, runner
 from precisionlab.validate import ParameterError
 
 CHAPTER = "90_tiny"
@@ -28,7 +29,7 @@ def write_template(root, extra: str = "") -> None:
                            metadata={"tags": ["parameters"]})
     check = new_code_cell("from precisionlab import validate as v\nv.integer('n', n, 1, 10)")
     work = new_code_cell(
-        "import pandas as pd\nfrom precisionlab import claims, results\n"
+        "import pandas as pd\nfrom precisionlab.study import claims, results\n"
         "if fail:\n    raise RuntimeError('boom')\n"
         f"results.save_table(pd.DataFrame({{'i': list(range(n))}}), '{CHAPTER}', 'table')\n"
         f"claims.record('{CHAPTER}', 'FMT-1', 'nuanced', f'n was {{n}}', 'tbl-x')\n" + extra)
@@ -57,7 +58,7 @@ def test_execute_stamps_provenance_and_caches_by_content(mini_project):
     assert "".join(nb["cells"][-1]["source"]).startswith("## Provenance")
     assert "`precisionlab.validate`" in "".join(nb["cells"][-1]["source"])
     assert {"src/precisionlab/__init__.py", "src/precisionlab/validate.py",
-            "src/precisionlab/claims.py"} <= set(meta["modules"])
+            "src/precisionlab/study/claims.py"} <= set(meta["modules"])
     assert "src/precisionlab/quant/ptq.py" not in meta["modules"]
     params_cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
     assert "remove-cell" in params_cell["metadata"]["tags"]
@@ -259,19 +260,19 @@ def test_a_markdown_edit_re_renders_without_executing(mini_project):
 @pytest.mark.slow
 def test_status_names_the_file_and_the_part_that_made_a_chapter_stale(mini_project, capsys):
     root = mini_project
-    write_template(root, extra="from precisionlab import tables")
+    write_template(root, extra="from precisionlab.study import tables")
     runner.execute(root, CHAPTER, progress=False)
     for module, code in (("tables.py", "\nX = 1\n"), ("claims.py", "\nY = 2\n")):
-        path = root / "src" / "precisionlab" / module
+        path = root / "src" / "precisionlab" / "study" / module
         path.write_text(path.read_text() + code)
     status = runner.chapter_status(root, CHAPTER)
     assert status.state == "stale"
-    assert status.why() == ("src/precisionlab/claims.py changed (rules); "
-                            "src/precisionlab/tables.py changed (presentation)")
+    assert status.why() == ("src/precisionlab/study/claims.py changed (rules); "
+                            "src/precisionlab/study/tables.py changed (presentation)")
     assert status.cost().startswith("re-execute the chapter, ")
     assert cli.main(["status", "--check"]) == 1
     out = capsys.readouterr().out
-    assert f"{CHAPTER}: stale\n    why: src/precisionlab/claims.py changed (rules)" in out
+    assert f"{CHAPTER}: stale\n    why: src/precisionlab/study/claims.py changed (rules)" in out
     assert "republishing: re-execute the chapter" in out
 
 
@@ -279,16 +280,17 @@ def write_measuring_chapter(root, log) -> None:
     """A chapter whose measurement is a stored experiment (it logs each real run) and whose
     verdict comes from a rule module: the shape of the book's chapters, in miniature."""
     register(root)
-    pkg = root / "src" / "precisionlab"
+    pkg = root / "src" / "precisionlab" / "study"
     (pkg / "experiments" / "tiny.py").write_text(
-        "import pandas as pd\n\nfrom precisionlab.store import stored\n\n\n@stored\n"
+        "import pandas as pd\n\nfrom precisionlab.study.store import stored\n\n\n@stored\n"
         "def measure(n, log):\n    with open(log, 'a') as f:\n        f.write('ran\\n')\n"
         "    return pd.DataFrame({'i': list(range(n))})\n")
     (pkg / "rules" / "tiny.py").write_text("def word(table):\n    return 'nuanced'\n")
     params = new_code_cell("n = 3\ndevice = 'cpu'\nthreads = 1", metadata={"tags": ["parameters"]})
     work = new_code_cell(
-        "from precisionlab import claims\nfrom precisionlab.experiments import tiny as X\n"
-        "from precisionlab.rules import tiny as R\n"
+        "from precisionlab.study import claims\n"
+        "from precisionlab.study.experiments import tiny as X\n"
+        "from precisionlab.study.rules import tiny as R\n"
         f"table = X.measure(n, {str(log)!r})\n"
         f"print(claims.record('{CHAPTER}', 'FMT-1', R.word(table), f'{{len(table)}} rows', "
         "'tbl-x'))")
@@ -308,10 +310,10 @@ def test_a_rule_change_replays_the_stored_measurements(mini_project, monkeypatch
     assert (root / "data" / CHAPTER / "store" / "index.json").is_file()
     assert log.read_text().splitlines() == ["ran"]
 
-    rule = root / "src" / "precisionlab" / "rules" / "tiny.py"
+    rule = root / "src" / "precisionlab" / "study" / "rules" / "tiny.py"
     rule.write_text("def word(table):\n    return 'supported' if len(table) == 3 else 'refuted'\n")
     status = runner.chapter_status(root, CHAPTER)
-    assert (status.state, status.why()) == ("stale", "src/precisionlab/rules/tiny.py changed "
+    assert (status.state, status.why()) == ("stale", "src/precisionlab/study/rules/tiny.py changed "
                                             "(rules)")
     assert status.replayable and status.cost().startswith("re-run the rules, reports")
 
@@ -327,10 +329,10 @@ def test_a_rule_change_replays_the_stored_measurements(mini_project, monkeypatch
     assert runner.chapter_status(root, CHAPTER).state == "current"
     assert (root / "data" / CHAPTER / "store" / "index.json").is_file()  # kept for next time
 
-    experiment = root / "src" / "precisionlab" / "experiments" / "tiny.py"
+    experiment = root / "src" / "precisionlab" / "study" / "experiments" / "tiny.py"
     experiment.write_text(experiment.read_text().replace("range(n)", "range(n + 0)"))
     status = runner.chapter_status(root, CHAPTER)
-    assert status.why() == "src/precisionlab/experiments/tiny.py changed (compute)"
+    assert status.why() == "src/precisionlab/study/experiments/tiny.py changed (compute)"
     assert not status.replayable
     assert runner.execute(root, CHAPTER, progress=False).status == "executed"
     assert log.read_text().splitlines() == ["ran", "ran"]

@@ -1,4 +1,4 @@
-"""precisionlab.stats: intervals against scipy, pairing, and every comparison outcome."""
+"""precisionlab.study.stats: intervals against scipy, pairing, and every comparison outcome."""
 
 import math
 
@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from precisionlab import stats
+from precisionlab.study import stats
 
 
 def table(control: list[float], treatment: list[float]) -> pd.DataFrame:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from precisionlab import store
-from precisionlab.store import READ_ENV, WRITE_ENV, call_digest, stored
+from precisionlab.study import store
+from precisionlab.study.store import READ_ENV, WRITE_ENV, call_digest, stored
 
 CALLS: list[tuple] = []
 

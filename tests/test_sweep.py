@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-from precisionlab import cli, runner, sweep
+from precisionlab.engine import cli, runner, sweep
 from precisionlab.validate import ParameterError
 
 TINY = "90_tiny"
@@ -31,7 +31,7 @@ def tiny_project(root) -> None:
     check = new_code_cell("from precisionlab import validate as v\nv.integer('n', n, 1, 10)\n"
                           "v.integer('threads', threads, 1, 64)")
     work = new_code_cell(
-        "import os, signal\nimport pandas as pd\nfrom precisionlab import claims, results\n"
+        "import os, signal\nimport pandas as pd\nfrom precisionlab.study import claims, results\n"
         "if fail:\n    raise RuntimeError('boom')\n"
         "for marker in (flaky if n == 2 else '', kill if n == 3 else ''):\n"
         "    if marker and not os.path.exists(marker):\n"
@@ -141,7 +141,7 @@ def test_book_jobs_runs_a_chapter_after_the_ones_it_reads(mini_project) -> None:
             ("92_third", "results.save_table(pd.DataFrame({'k': [n]}), '92_third', 't')")]:
         nb = new_notebook(cells=[
             new_code_cell(params, metadata={"tags": ["parameters"]}),
-            new_code_cell("import pandas as pd\nfrom precisionlab import results\n" + body)],
+            new_code_cell("import pandas as pd\nfrom precisionlab.study import results\n" + body)],
             metadata=KERNEL)
         nbformat.write(nb, mini_project / "notebooks" / f"{name}.ipynb")
     (mini_project / "notebooks" / "profiles.yml").write_text("{}\n")

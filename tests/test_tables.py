@@ -1,4 +1,5 @@
-"""Tables as readers see them: `precisionlab.tables.show` and the published chapters' tables."""
+"""Tables as readers see them: `precisionlab.study.tables.show` and the published chapters'
+tables."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from precisionlab.tables import cell, header, show
+from precisionlab.study.tables import cell, header, show
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,9 +1,9 @@
-"""precisionlab.tasks: each seed draws its own split and weights; same seed, same pair."""
+"""precisionlab.study.tasks: each seed draws its own split and weights; same seed, same pair."""
 
 import pytest
 import torch
 
-from precisionlab import tasks
+from precisionlab.study import tasks
 from precisionlab.validate import ParameterError
 
 

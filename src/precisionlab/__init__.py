@@ -14,7 +14,7 @@ from typing import Any
 _LAZY = {  # public name -> "module:attribute" (or a submodule)
     "FORMATS": "precisionlab.formats:FORMATS",
     "get_format": "precisionlab.formats:get_format",
-    "record": "precisionlab.claims:record",
+    "record": "precisionlab.study.claims:record",
     "round_to": "precisionlab.formats:round_to",
 }
 __all__ = sorted(_LAZY)

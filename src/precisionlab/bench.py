@@ -29,7 +29,7 @@ import torch
 from precisionlab import provenance
 
 # The functions here whose results are timings (or rates from timings): what a checked notebook
-# cell may never print (`precisionlab.nbcheck`).
+# cell may never print (`precisionlab.engine.nbcheck`).
 TIMING_FUNCTIONS = ("time_once", "interleaved", "ratios", "too_slow", "matmul_throughput",
                     "matmul_gflops", "copy_bandwidth")
 

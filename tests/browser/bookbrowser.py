@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from precisionlab.pdf import CHROMIUM_ARGS, REFRESH, chromium_path, offline
+from precisionlab.engine.pdf import CHROMIUM_ARGS, REFRESH, chromium_path, offline
 
 __all__ = ["CHROMIUM_ARGS", "HTML", "IN_CI", "REFRESH", "ROOT", "SHOTS", "chromium", "missing",
            "offline", "sync_api"]

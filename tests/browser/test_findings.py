@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from bookbrowser import CHROMIUM_ARGS, HTML, ROOT, chromium, missing, offline, sync_api
 
-from precisionlab.claims import VERDICTS
+from precisionlab.study.claims import VERDICTS
 
 COUNTS = re.compile(r"(\d+) claims, each with one verdict from the (\d+) chapters that tested "
                     r"them: (\d+) supported, (\d+) refuted, (\d+) nuanced and (\d+) not testable "

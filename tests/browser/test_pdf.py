@@ -24,7 +24,7 @@ import yaml
 from bookbrowser import IN_CI, ROOT, missing
 from bookbrowser import SHOTS as BROWSER_SHOTS
 
-from precisionlab.pdf import PRINT_COPY
+from precisionlab.engine.pdf import PRINT_COPY
 
 PDF = ROOT / "_build" / "pdf" / "book.pdf"
 SITE = ROOT / "_build" / "pdf" / "_build" / "singlehtml"
@@ -153,7 +153,7 @@ def test_figures_are_there_and_not_blank(tmp_path: Path) -> None:
 
 
 def test_the_printed_copy_finds_its_files_from_the_root(tmp_path: Path) -> None:
-    from precisionlab.pdf import printable_copy
+    from precisionlab.engine.pdf import printable_copy
 
     (tmp_path / "book").mkdir()
     (tmp_path / "index.html").write_text('<meta http-equiv="Refresh" content="0; '

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlparse
 import pytest
 from bookbrowser import CHROMIUM_ARGS, HTML, ROOT, SHOTS, chromium, missing, offline, sync_api
 
-from precisionlab import registry
+from precisionlab.engine import registry
 
 STATES = ("current", "stale", "not executed")
 

@@ -1,0 +1,503 @@
+"""Verdict rules of chapter 02 (mixed precision): one function per claim, from the tidy tables
+of `precisionlab.study.experiments.mixed` to a `claims.Finding`.
+
+Accuracy comparisons are paired by seed (`stats.compare`) against the margin each claim
+declares below; "beyond noise" means the 95 % paired interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from precisionlab.formats import adam_underflow
+from precisionlab.study import stats
+from precisionlab.study.claims import Finding, sig2
+from precisionlab.study.designs import MIXED, PURE
+
+# "Same accuracy" = within 1 percentage point of test accuracy: a difference a reader of the
+# claims would not call a loss (digits' 450 test images: 1 image = 0.22 pp).
+ACC_MARGIN = 0.01
+# A step "equals" the fp32 step (or half of it) when its projection on the fp32 step is within
+# 0.1 of 1 (of 0.5): ten times finer than the factor of two the claim is about.
+STEP_MARGIN = 0.1
+# A gradient norm "equals" fp64's within 5 %; the claimed factor 2 would be 50 % (or 100 %) off.
+NORM_MARGIN = 0.05
+# Pure 16-bit training "stalls" when at least 5 % more of the wanted weight updates are lost
+# than with fp32 master weights (AMP loses about 0 %).
+STALL_MARGIN = 0.05
+# A step is "faster" when it takes at most 95 % of fp32's time: ratios measured interleaved in
+# one run on a shared machine wander by a few per cent from run to run, so a smaller gain is
+# not told apart from none.
+SPEED_MARGIN = 0.05
+
+LOW = {"16-mixed": "fp16", "bf16-mixed": "bf16"}
+
+
+def _pp(iv: stats.Interval) -> str:
+    return iv.text(scale=100, unit=" pp")
+
+
+# --------------------------------------------------------------------------- MP-1, MP-2 ---
+
+def mp1_mp2(claim: str, casts: pd.DataFrame) -> Finding:
+    """MP-1/MP-2 (floats to integers and back; a float part plus an integer part), from the
+    traced steps' casts (`experiments.mixed.casts`): refuted when no cast turns a float into an
+    integer type, supported when one does."""
+    pairs = ", ".join(sorted(set(casts.pair)))
+    to_int = casts[casts.to_integer]
+    if to_int.empty:
+        return Finding(claim, "refuted", f"none of the {len(casts)} casts in the traced "
+                       f"16-mixed and bf16-mixed steps turns a float into an integer; the casts "
+                       f"are {pairs}", "tbl-trace")
+    return Finding(claim, "supported", f"{len(to_int)} of {len(casts)} casts in the traced steps "
+                   f"turn floats into integers ({', '.join(sorted(set(to_int.pair)))})",
+                   "tbl-trace")
+
+
+# ------------------------------------------------------------------------------- MP-3 ---
+
+def mp3(tensors: pd.Series) -> Finding:
+    """MP-3 (forward in 16 bits, gradients and updates in fp32), from the bf16-mixed column of
+    `experiments.mixed.tensor_dtypes`: supported when activations are 16-bit and every gradient
+    (activation gradients too), master weight and optimizer state is fp32; nuanced when the
+    activation gradients are 16-bit as well; refuted when the forward pass is not 16-bit or the
+    stored gradients, master weights or optimizer state are not fp32."""
+    act, act_grad = tensors["activation"], tensors["activation gradient"]
+    kept = [tensors[k] for k in tensors.index
+            if k == "weight gradient (.grad)" or k.startswith(("weight (master", "optimizer"))]
+    if act == "fp32" or any(v != "fp32" for v in kept):
+        return Finding("MP-3", "refuted", f"activations {act}, stored gradients/master weights/"
+                       f"optimizer state {', '.join(sorted(set(kept)))}", "tbl-tensors")
+    if act_grad == "fp32":
+        return Finding("MP-3", "supported", f"activations are {act}; activation gradients, "
+                       ".grad, master weights and optimizer state are fp32", "tbl-tensors")
+    return Finding("MP-3", "nuanced", f"forward matmuls and activations are {act}, and so are "
+                   "the activation gradients of the backward pass; only the stored weight "
+                   "gradients (.grad), master weights, optimizer state and the update are fp32",
+                   "tbl-tensors")
+
+
+# ------------------------------------------------------------------------------- MP-4 ---
+
+def mp4(updates: pd.DataFrame) -> Finding:
+    """MP-4 (AMP halves the learning rate), from `one_step_updates`: each AMP step's projection
+    on the fp32 step (step_ratio), paired by seed. Refuted when every AMP policy's ratio is
+    within STEP_MARGIN of 1, supported when within STEP_MARGIN of 0.5, else nuanced. The
+    measured lr/2 step is the yardstick a halved rule would give."""
+    parts, near_one, near_half = [], [], []
+    half = stats.interval(updates[updates.step == "32-true, lr/2"].step_ratio)
+    for precision in LOW:
+        r = updates[updates.step == f"{precision}, lr"].step_ratio
+        one, hal = stats.interval(r - 1), stats.interval(r - 0.5)
+        near_one.append(one.within(STEP_MARGIN))
+        near_half.append(hal.within(STEP_MARGIN))
+        parts.append(f"{precision} step = {sig2(r.mean())} x the fp32 step "
+                     f"(ratio - 1: {one.text()})")
+    text = "; ".join(parts) + f"; a measured fp32 step at lr/2 is {sig2(half.mean)} x"
+    if all(near_one):
+        return Finding("MP-4", "refuted", text + ": AMP keeps the learning rate", "tbl-update")
+    if all(near_half):
+        return Finding("MP-4", "supported", text + ": AMP steps are half as long", "tbl-update")
+    return Finding("MP-4", "nuanced", text + f": neither within {STEP_MARGIN} of 1 nor of 0.5",
+                   "tbl-update")
+
+
+# ------------------------------------------------------------------------------- MP-5 ---
+
+def mp5(updates: pd.DataFrame) -> Finding:
+    """MP-5 (AMP halves the gradient's precision: a factor 2), from `one_step_updates`: refuted
+    when every AMP gradient norm ratio to fp64 is within NORM_MARGIN of 1, supported when within
+    it of 0.5 or 2, else nuanced. The reason gives the error in units of the format's u."""
+    parts, near_one, near_two = [], [], []
+    for precision in LOW:
+        d = updates[updates.step == f"{precision}, lr"]
+        ratio = d.grad_norm_ratio_vs_fp64
+        near_one.append(bool(((ratio - 1).abs() < NORM_MARGIN).all()))
+        near_two.append(bool(((ratio - 0.5).abs() < NORM_MARGIN / 2).all()
+                             or ((ratio - 2).abs() < 2 * NORM_MARGIN).all()))
+        parts.append(f"{precision}: norm ratio {ratio.min():.4f} to {ratio.max():.4f}, "
+                     f"relative error {sig2(d.grad_rel_err_vs_fp64.mean())} = "
+                     f"{sig2((d.grad_rel_err_vs_fp64 / d.unit_roundoff).mean())} u")
+    text = "against fp64, " + "; ".join(parts)
+    if all(near_one):
+        return Finding("MP-5", "refuted", text + ": rounding set by the unit roundoff u, "
+                       "no factor 2", "tbl-update")
+    if all(near_two):
+        return Finding("MP-5", "supported", text + ": gradients off by a factor 2", "tbl-update")
+    return Finding("MP-5", "nuanced", text, "tbl-update")
+
+
+# ------------------------------------------------------------------------------- MP-6 ---
+
+def mp6(final: pd.DataFrame, hardware: str) -> Finding:
+    """MP-6 (AMP reaches the same or better accuracy than fp32), from `finals` of the precision
+    runs (task, precision, seed, test_metric): per task and AMP policy, the paired difference to
+    32-true against ACC_MARGIN. Supported when every one is equivalent or higher, refuted when
+    any is lower, nuanced when some are inconclusive. The runs follow the 16-bit kernels of
+    `hardware` (native or emulated), and an interval near the margin can land on the other side
+    on another CPU (it did: inconclusive on an AVX2 EPYC, equivalent on an AMX Xeon), so the
+    verdict carries `hardware`."""
+    outcomes, parts = [], []
+    for task, part in final.groupby("task", sort=False):
+        for precision in LOW:
+            c = stats.compare(part, "test_metric", "precision", precision, "32-true", ACC_MARGIN)
+            outcomes.append(c.outcome)
+            parts.append(f"{task} {precision} {_pp(c.interval)} {c.outcome}")
+    text = f"test accuracy minus 32-true's, paired by seed (margin {100 * ACC_MARGIN:g} pp): " + \
+        "; ".join(parts)
+    if "lower" in outcomes:
+        return Finding("MP-6", "refuted", text, "tbl-final", hardware)
+    if all(o in ("equivalent", "higher") for o in outcomes):
+        better = "" if "higher" in outcomes else "; never better beyond noise"
+        return Finding("MP-6", "supported", text + better, "tbl-final", hardware)
+    return Finding("MP-6", "nuanced", text + "; more seeds needed for the inconclusive ones",
+                   "tbl-final", hardware)
+
+
+# ------------------------------------------------------------------------------- MP-8 ---
+
+def mp8(pairs: pd.DataFrame, final: pd.DataFrame) -> Finding:
+    """MP-8 (AMP may be unsuitable for precision-sensitive tasks), from the trained close-pairs
+    runs (variant, seed, test_metric) and the ordinary tasks' `finals` (MP-6's table).
+
+    Refuted when AMP matches fp32 on the precision-sensitive task; supported when AMP is lower
+    there and also on an ordinary task; nuanced when it is lower only on the sensitive task (and
+    the reason says whether keeping the sensitive op in fp32 restores it)."""
+    sens = {p: stats.compare(pairs, "test_metric", "variant", p, "32-true", ACC_MARGIN)
+            for p in LOW}
+    island = stats.compare(pairs, "test_metric", "variant", "bf16-mixed, g in FP32Island",
+                           "32-true", ACC_MARGIN)
+    ordinary = [stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN).outcome
+                for _, part in final.groupby("task") for p in LOW]
+    text = ("trained close pairs, accuracy minus 32-true's: " +
+            "; ".join(f"{p} {_pp(c.interval)}" for p, c in sens.items()) +
+            f"; bf16-mixed with the comparison kept in fp32 {_pp(island.interval)}")
+    if all(c.outcome in ("equivalent", "higher") for c in sens.values()):
+        return Finding("MP-8", "refuted", text + ": no loss even where precision matters",
+                       "fig-close-pairs")
+    if not any(c.outcome == "lower" for c in sens.values()):
+        return Finding("MP-8", "nuanced", text + ": inconclusive", "fig-close-pairs")
+    if "lower" in ordinary:
+        return Finding("MP-8", "supported", text + "; AMP is lower on ordinary tasks too",
+                       "fig-close-pairs")
+    fix = ("restores it" if island.outcome in ("equivalent", "higher")
+           else "does not restore it")
+    return Finding("MP-8", "nuanced", text + "; the digits and MNIST-1D runs show no loss "
+                   f"beyond noise, keeping the one sensitive op in fp32 {fix}, and mixed "
+                   "precision matched fp32 on speech recognition (Micikevicius et al. 2018): "
+                   "sensitivity is per quantity, not per task name", "fig-close-pairs")
+
+
+# ------------------------------------------------------------------------------- MP-9 ---
+
+def mp9(updates: pd.DataFrame) -> Finding:
+    """MP-9 (AMP reduces the precision loss of models), from `one_step_updates`: log10 of each
+    AMP gradient's relative error against fp64 minus log10 of fp32's, paired by seed (a ratio of
+    errors: they span decades, so a difference of raw errors would be ruled by one seed).
+    Supported when every AMP error is lower than fp32's beyond noise, refuted when every one is
+    higher, else nuanced."""
+    full = updates[updates.step.str.endswith(", lr")]
+    full = full.assign(log_err=np.log10(full.grad_rel_err_vs_fp64))  # errors differ by decades
+    err32 = full[full.precision == "32-true"].grad_rel_err_vs_fp64.mean()
+    ivs = {p: stats.paired(full, "log_err", "precision", p, "32-true") for p in LOW}
+    text = ("gradient error against fp64: " + "; ".join(
+        f"{p} {sig2(full[full.precision == p].grad_rel_err_vs_fp64.mean())} "
+        f"({sig2(10 ** ivs[p].mean)} x fp32's, geometric mean over seeds)"
+        for p in LOW) + f" vs 32-true {sig2(err32)}")
+    if all(iv.low > 0 for iv in ivs.values()):
+        return Finding("MP-9", "refuted", text + ": mixed precision adds rounding error, it "
+                       "removes none", "tbl-update")
+    if all(iv.high < 0 for iv in ivs.values()):
+        return Finding("MP-9", "supported", text + ": mixed precision has less error than fp32",
+                       "tbl-update")
+    return Finding("MP-9", "nuanced", text + ": not beyond noise for every policy", "tbl-update")
+
+
+# ------------------------------------------------------------------------------ MP-11 ---
+
+def mp11(probe: pd.DataFrame) -> Finding:
+    """MP-11 (precision chosen per op type automatically), from `autocast_table`: supported when,
+    for fp32 inputs, autocast lowers some op types and keeps others in fp32 (a per-type choice);
+    refuted when it lowers all of them or none. The reason lists, per device and input dtype,
+    which ops come out low, fp32, or in the input's dtype."""
+    parts, per_type = [], []
+    for (device, low), d in probe.groupby(["device", "autocast"], sort=False):
+        f32 = d[d.input == "fp32"].set_index("op").output
+        lowin = d[d.input == low].set_index("op").output
+        lowered = sorted(f32[f32 == low].index)
+        upcast = sorted(lowin[lowin == "fp32"].index)
+        follow = sorted(set(f32[f32 == "fp32"].index) - set(upcast))
+        per_type.append(0 < len(lowered) < len(f32))
+        parts.append(f"{device} {low} autocast: {', '.join(lowered) or 'none'} -> {low}; "
+                     f"{', '.join(upcast) or 'none'} -> fp32 from any input; "
+                     f"{', '.join(follow) or 'none'} keep the input's dtype (fp32 in, fp32 out; "
+                     f"{low} in, {low} out)")
+    text = "; ".join(parts)
+    if all(per_type):
+        return Finding("MP-11", "supported", text + ": chosen per op type from fixed lists, not "
+                       "from the data", "tbl-autocast")
+    return Finding("MP-11", "refuted", text + ": no per-op-type choice", "tbl-autocast")
+
+
+# ------------------------------------------------------------------------------ MP-12 ---
+
+def _arm(final: pd.DataFrame, optimizer: str, pure: str) -> tuple[str, str]:
+    """One pure-16-bit arm against its AMP twin: (status, text); status is trains, fails,
+    diverged or unclear."""
+    amp = PURE[pure]
+    d = final[(final.optimizer == optimizer) & final.precision.isin([pure, amp])]
+    runs = d[d.precision == pure]
+    stalled = runs.stalled.mean() if "stalled" in runs else float("nan")
+    fmt = "fp16" if pure.startswith("16") else "bf16"
+    name = f"{fmt} {optimizer.upper() if optimizer == 'sgd' else optimizer.capitalize()}"
+    if runs.diverged.any():
+        why = ""
+        if optimizer != "sgd":
+            t = adam_underflow(fmt)
+            why = (f" (in {fmt} Adam's v = (1 - beta2) g^2 is 0 for |g| <= "
+                   f"{sig2(t['v_zero_below'])}" + (" and eps = 1e-8 rounds to 0" if
+                                                   t["eps_is_zero"] else "") + ")")
+        return "diverged", f"{name} diverged in {int(runs.diverged.sum())}/{len(runs)} runs{why}"
+    c = stats.compare(d, "test_metric", "precision", pure, amp, ACC_MARGIN)
+    status = {"equivalent": "trains", "higher": "trains", "lower": "fails"}.get(c.outcome,
+                                                                                "unclear")
+    return status, (f"{name} {status} ({_pp(c.interval)} vs {amp}, {sig2(100 * stalled)} % "
+                    "of updates stalled below half an ulp)")
+
+
+def mp12(final: pd.DataFrame) -> Finding:
+    """MP-12 (pure 16-bit tensors, no fp32 master weights, is a way to train), from `finals` of
+    `pure_runs` (optimizer, precision, seed, test_metric, diverged, stalled): each arm (fp16,
+    bf16 x SGD, Adam) against its AMP twin with ACC_MARGIN. Supported when every arm trains,
+    refuted when every arm fails or diverges, nuanced otherwise (some train, or some are
+    inconclusive)."""
+    arms = [_arm(final, opt, pure) for opt in ("sgd", "adam") for pure in PURE]
+    text = "; ".join(t for _, t in arms)
+    statuses = [s for s, _ in arms]
+    if all(s == "trains" for s in statuses):
+        return Finding("MP-12", "supported", text, "tbl-pure")
+    if all(s in ("fails", "diverged") for s in statuses):
+        return Finding("MP-12", "refuted", text, "tbl-pure")
+    return Finding("MP-12", "nuanced", text, "tbl-pure")
+
+
+# ------------------------------------------------------------------------------ MP-13 ---
+
+def mp13(error: str | None, fixed_trains: bool) -> Finding:
+    """MP-13 (fp16 inputs fed to an fp32 model is mixed-precision training): refuted when it
+    raises and the autocast version trains; supported when it runs and trains; else nuanced."""
+    if error and fixed_trains:
+        return Finding("MP-13", "refuted", f"fp16 inputs to an fp32 model raise ({error}) before "
+                       "any training; fp32 inputs with autocast and a GradScaler train",
+                       "tbl-mp13")
+    if error is None:
+        return Finding("MP-13", "supported", "fp16 inputs into the fp32 model run", "tbl-mp13")
+    return Finding("MP-13", "nuanced", f"it raises ({error}), and the autocast version did not "
+                   "lower its loss either", "tbl-mp13")
+
+
+# ------------------------------------------------------------------------------ MP-14 ---
+
+def mp14(errors: dict[str, str], final: pd.DataFrame) -> Finding:
+    """MP-14 (the article's fp16 `matmul(x, weight)` layer works), from `article_layer_errors`
+    and `finals` of `article_layer_runs` (layer, seed, test_metric, stalled). Refuted when as
+    written it fails (an error or the wrong map); otherwise supported when pure fp16 training
+    with it neither stalls (STALL_MARGIN more updates lost than AMP, beyond noise) nor loses
+    accuracy against AMP, nuanced when it does. The reason gives the repaired layer's stall."""
+    fixed, amp = "fixed fp16 layer (16-true)", "nn.Linear, 16-mixed"
+    broken = all(not e.startswith("runs, within") for e in errors.values())
+    stall = stats.paired(final, "stalled", "layer", fixed, amp)
+    acc = stats.compare(final, "test_metric", "layer", fixed, amp, ACC_MARGIN)
+    stalls = stall.low > STALL_MARGIN
+    share = {k: sig2(100 * final[final.layer == k].stalled.mean()) for k in (fixed, amp)}
+    text = (f"as written: {sum(e.startswith('RuntimeError') for e in errors.values())} of "
+            f"{len(errors)} input cases raise, the rest compute x W instead of x W^T"
+            if broken else "as written it computes x W^T + b")
+    text += (f"; {'repaired, ' if broken else ''}pure fp16 SGD leaves {share[fixed]} % of "
+             f"updates unapplied vs {share[amp]} % with fp32 master weights "
+             f"({'stalls' if stalls else 'no stall'} beyond {100 * STALL_MARGIN:g} pp), "
+             f"accuracy {_pp(acc.interval)} vs AMP")
+    if broken:
+        return Finding("MP-14", "refuted", text, "fig-article-layer")
+    if not stalls and acc.outcome in ("equivalent", "higher"):
+        return Finding("MP-14", "supported", text, "fig-article-layer")
+    return Finding("MP-14", "nuanced", text, "fig-article-layer")
+
+
+# ------------------------------------------------------------------------------ MP-15 ---
+
+def mp15(results: pd.DataFrame) -> Finding:
+    """MP-15 (after a low-precision computation the result is converted back to the original
+    precision), from `result_dtypes` (device, autocast, op, input, computed, output). The ops
+    that compute in 16 bits from an fp32 input are the test: supported when every one of them
+    returns fp32, refuted when none does (their 16-bit results flow on as they are), nuanced
+    when some do; "not testable here" when no op computes in 16 bits. The reason also names the
+    ops that take a 16-bit input back to fp32 (autocast's fp32 list) per device."""
+    def sixteen(computed: str) -> bool:
+        return bool(set(computed.split(", ")) & {"bf16", "fp16"})
+
+    f32 = results[results.input == "fp32"]
+    low = f32[f32.computed.map(sixteen)]
+    if low.empty:
+        return Finding("MP-15", "not testable here", "no probed op computed in 16 bits under "
+                       "autocast", "tbl-mp15")
+    back = low[low.output == "fp32"]
+    parts = []
+    for (device, dtype), d in results.groupby(["device", "autocast"], sort=False):
+        lowered = d[(d.input == "fp32") & d.computed.map(sixteen)]
+        up = d[(d.input == dtype) & (d.output == "fp32")]
+        parts.append(f"{device} {dtype} autocast: {', '.join(lowered.op)} compute in {dtype} and "
+                     f"return {', '.join(sorted(set(lowered.output)))}; "
+                     f"{', '.join(up.op) or 'no op'} turn {dtype} inputs into fp32")
+    text = "; ".join(parts)
+    if back.empty:
+        return Finding("MP-15", "refuted", text + ": nothing converts a 16-bit result back; "
+                       "fp32 comes back only where an op on autocast's fp32 list consumes it",
+                       "tbl-mp15")
+    if len(back) == len(low):
+        return Finding("MP-15", "supported", text + ": every 16-bit result comes back in fp32",
+                       "tbl-mp15")
+    return Finding("MP-15", "nuanced", text + f": {len(back)} of {len(low)} 16-bit results come "
+                   "back in fp32", "tbl-mp15")
+
+
+# ------------------------------------------------------------------------------ MP-16 ---
+
+def mp16(flops: pd.DataFrame) -> Finding:
+    """MP-16 (mixed precision reduces the number of FLOPs), from `step_flops` (precision,
+    step_flops, casts): each AMP policy's matmul FLOPs per training step against 32-true's,
+    exact counts. Supported when every AMP policy counts fewer, refuted when none does (the
+    same or more), nuanced otherwise."""
+    by = flops.set_index("precision")
+    base = int(by.loc["32-true", "step_flops"])
+    counts = {p: int(by.loc[p, "step_flops"]) for p in MIXED}
+    fewer = [c < base for c in counts.values()]
+    text = (f"matmul FLOPs of one training step (forward + backward): 32-true {base:,}; " +
+            "; ".join(f"{p} {c:,} (ratio {c / base:g}, {int(by.loc[p, 'casts'])} casts vs "
+                      f"{int(by.loc['32-true', 'casts'])})" for p, c in counts.items()))
+    if not any(fewer):
+        return Finding("MP-16", "refuted", text + ": the same operations in narrower formats, "
+                       "plus casts", "tbl-mp16")
+    if all(fewer):
+        return Finding("MP-16", "supported", text + ": fewer FLOPs", "tbl-mp16")
+    return Finding("MP-16", "nuanced", text + ": fewer FLOPs for some policies only", "tbl-mp16")
+
+
+# ------------------------------------------------------------------------------ MP-18 ---
+
+STEP_KINDS = ("weight gradient (.grad)", "weight (master copy)", "optimizer")
+
+
+def mp18(tensors: pd.DataFrame, losses: pd.DataFrame) -> Finding:
+    """MP-18 (the update is computed in half precision, then cast back to fp32), from
+    `tensor_dtypes` (tensor kind x precision) and `update_losses` (optimizer, precision, seed,
+    stalled, lost_fp16_scheme) of the AMP runs.
+
+    Supported when, in every AMP policy, `optimizer.step()` computes 16-bit results; otherwise,
+    when .grad, master weights, optimizer state and the step's operands and results are all fp32
+    in every AMP policy, refuted if applying the same updates in fp16 and casting back loses more
+    of them than the real step, beyond noise (paired by seed) in some run group, and nuanced if
+    it loses no more on these runs (the description is wrong, but not in a way that shows here);
+    nuanced as well when the policies disagree."""
+    step = {p: {k: tensors.loc[k, p] for k in tensors.index if k.startswith(STEP_KINDS)}
+            for p in MIXED}
+    half = [any(x in step[p].get("optimizer.step() results", "") for x in ("fp16", "bf16"))
+            for p in MIXED]
+    all_fp32 = all(v == "fp32" for p in MIXED for v in step[p].values())
+    parts = []
+    extra = []
+    for (opt, precision), d in losses.groupby(["optimizer", "precision"], sort=False):
+        d = d.assign(extra=d.lost_fp16_scheme - d.stalled)
+        iv = stats.interval(d.extra)
+        extra.append(iv.low > 0)
+        parts.append(f"{opt.upper() if opt == 'sgd' else opt.capitalize()} {precision}: "
+                     f"{sig2(100 * d.lost_fp16_scheme.mean())} % of updates lost if applied in "
+                     f"fp16 vs {sig2(100 * d.stalled.mean())} % in the real step "
+                     f"({iv.text(scale=100, unit=' pp')})")
+    lost = "; ".join(parts)
+    if all(half):
+        return Finding("MP-18", "supported", "optimizer.step() computes in 16 bits in every AMP "
+                       "policy; " + lost, "fig-mp18")
+    if all_fp32:
+        text = (".grad, master weights, optimizer state and every operand and result of "
+                "optimizer.step() are fp32 in " + " and ".join(MIXED) + "; " + lost)
+        if any(extra):
+            return Finding("MP-18", "refuted", text + ": AMP computes the update in fp32, and "
+                           "the described scheme would lose updates it keeps", "fig-mp18")
+        return Finding("MP-18", "nuanced", text + ": AMP computes the update in fp32, but the "
+                       "described scheme loses no more updates on these runs", "fig-mp18")
+    return Finding("MP-18", "nuanced", "optimizer.step() computes in 16 bits in some AMP "
+                   "policies or reads 16-bit tensors, not in all; " + lost, "fig-mp18")
+
+
+# ------------------------------------------------------------------------------ MP-20 ---
+
+ERRORS = {"out_rel_err_vs_fp64": "outputs", "grad_rel_err_vs_fp64": "gradients"}
+
+
+def mp20(updates: pd.DataFrame) -> Finding:
+    """MP-20 (combining the two precisions makes training and inference more accurate than
+    fp32), from `one_step_updates`: the relative error of the forward outputs and of the
+    gradient against an fp64 copy of the same model, state and batch. Per AMP policy and
+    quantity, log10(error) minus fp32's, paired by seed (errors span decades). Supported when
+    every one is lower than fp32's beyond noise, refuted when every one is higher, else
+    nuanced."""
+    full = updates[updates.step.str.endswith(", lr")]
+    higher, lower, parts = [], [], []
+    for col, label in ERRORS.items():
+        d = full.assign(log_err=np.log10(full[col]))
+        base = full[full.precision == "32-true"][col].mean()
+        for p in LOW:
+            iv = stats.paired(d, "log_err", "precision", p, "32-true")
+            higher.append(iv.low > 0)
+            lower.append(iv.high < 0)
+            parts.append(f"{label} {p} {sig2(full[full.precision == p][col].mean())} "
+                         f"({sig2(10 ** iv.mean)} x fp32's {sig2(base)})")
+    text = "relative error against fp64, mean over seeds: " + "; ".join(parts)
+    if all(higher):
+        return Finding("MP-20", "refuted", text + ": mixed precision is less accurate than fp32 "
+                       "in both, beyond noise", "fig-mp20")
+    if all(lower):
+        return Finding("MP-20", "supported", text + ": mixed precision is more accurate",
+                       "fig-mp20")
+    return Finding("MP-20", "nuanced", text + ": not beyond noise in every case", "fig-mp20")
+
+
+# ------------------------------------------------------------------------------ MP-26 ---
+
+def mp26(final: pd.DataFrame, times: pd.DataFrame, hardware: str) -> Finding:
+    """MP-26 (lowering the precision of the parameters raises training speed and model
+    quality), from `finals` of the precision runs (task, precision, seed, test_metric) and
+    `policy_step_times` (precision, ratio_to_32-true), measured on `hardware`.
+
+    Per pure policy (16-true, bf16-true) and task, accuracy minus 32-true's paired by seed with
+    ACC_MARGIN (and minus its AMP twin's, in the reason). Refuted when some pure policy is lower
+    beyond the margin on some task (quality falls), or when none is higher and none is faster
+    (neither rises); supported when every one is higher and every pure policy's step takes at
+    most 1 - SPEED_MARGIN of 32-true's time; nuanced otherwise. The word can depend on the
+    speed, so it carries `hardware`."""
+    ratio = times.set_index("precision")["ratio_to_32-true"]
+    faster = {p: bool(ratio[p] <= 1 - SPEED_MARGIN) for p in PURE}
+    outcomes, names, parts = [], [], []
+    for task, part in final.groupby("task", sort=False):
+        for p, amp in PURE.items():
+            c = stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN)
+            a = stats.paired(part, "test_metric", "precision", p, amp)
+            outcomes.append(c.outcome)
+            names.append(f"{p} on {task}")
+            parts.append(f"{task} {p} {_pp(c.interval)} vs 32-true ({c.outcome}), "
+                         f"{_pp(a)} vs {amp}")
+    speed = "; ".join(f"{p} step {ratio[p]:.2f} x 32-true's time" for p in PURE)
+    text = "accuracy: " + "; ".join(parts) + "; " + speed
+    lowered = [name for name, o in zip(names, outcomes, strict=True) if o == "lower"]
+    if lowered:
+        return Finding("MP-26", "refuted", text + f": quality falls ({', '.join(lowered)})",
+                       "tbl-mp26", hardware)
+    if "higher" not in outcomes and not any(faster.values()):
+        return Finding("MP-26", "refuted", text + ": neither quality nor speed rises",
+                       "tbl-mp26", hardware)
+    if all(o == "higher" for o in outcomes) and all(faster.values()):
+        return Finding("MP-26", "supported", text, "tbl-mp26", hardware)
+    return Finding("MP-26", "nuanced", text + ": the claim holds only in part", "tbl-mp26",
+                   hardware)
