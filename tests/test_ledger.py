@@ -23,12 +23,12 @@ from precisionlab.study.ledger import (
     ledger,
     markdown,
     markdown_untested,
-    save_markdown,
     table_markdown,
     untested,
     verdict_board,
     verdicts_before,
 )
+from precisionlab.study.results import save_text
 from precisionlab.study.rules import citations
 
 CATALOG = {"A-1": {"seeds": "001", "claim": "first"}, "B-2": {"seeds": "002", "claim": "second"},
@@ -205,11 +205,11 @@ def test_a_table_for_readers_has_headers_no_index_and_readable_cells() -> None:
 
 
 def test_markdown_for_another_page_goes_to_the_chapters_results(results_dir) -> None:
-    path = save_markdown("- one\n- two\n\n", "16_ledger", "findings")
+    path = save_text("- one\n- two\n\n", "16_ledger", "findings")
     assert path == results_dir / "16_ledger" / "findings.md"
     assert path.read_text() == "- one\n- two\n"
     with pytest.raises(ValueError, match="^name: "):
-        save_markdown("x", "16_ledger", "../intro")
+        save_text("x", "16_ledger", "../intro")
 
 
 def cited(*rows: tuple[str, str, str]) -> pd.DataFrame:

@@ -16,7 +16,6 @@ Chapters do not import this module, so editing it makes no chapter stale.
 from __future__ import annotations
 
 import io
-import json
 import posixpath
 import zipfile
 from dataclasses import dataclass
@@ -97,20 +96,10 @@ def chapter_status(root: Path) -> list[ChapterStatus]:
         stored = record.get("input_key") or ""
         why = f"{found.why()}; republishing: {found.cost()}" if found.state != "current" else ""
         state = {"current": "current", "re-render": "prose changed"}.get(found.state, "stale")
-        if not why and _results_key(root, name) not in (None, stored):
-            state, why = "stale", f"data/{name}/ holds the results of another run"
         rows.append(ChapterStatus(
             name, state, why, record.get("profile", "cpu"), record.get("wall_time_s"),
             machine_label(record.get("machine", {})), record.get("executed_at", ""), stored))
     return rows
-
-
-def _results_key(root: Path, name: str) -> str | None:
-    """The input key of the run whose results are in data/<name>/ (its provenance.json)."""
-    try:
-        return json.loads((root / "data" / name / "provenance.json").read_text())["input_key"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 def status_summary(rows: list[ChapterStatus]) -> str:

@@ -84,7 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                        metavar=("NAME", "VALUE"), help="a parameter; VALUE is read as YAML")
     for p in (book, run, status, audit, sweep):
-        p.add_argument("--profile", default="cpu", help=f"one of {', '.join(PROFILES)}")
+        p.add_argument("--profile", default=None if p is status else "cpu",
+                       help=f"one of {', '.join(PROFILES)}" + (
+                           " (default: the profile each chapter was run at)" if p is status
+                           else " (default: cpu)"))
     for p in (book, run, audit, sweep):
         p.add_argument("--force", action="store_true", help="execute even if up to date")
     args = parser.parse_args(argv)
@@ -123,7 +126,8 @@ def _chapters(args: argparse.Namespace) -> int:
         print(choice.mode)
         print(choice.why, file=sys.stderr)
         return 0
-    one_of("profile", args.profile, PROFILES)
+    if args.profile is not None:
+        one_of("profile", args.profile, PROFILES)
     if args.command == "status":
         return _status(root, args.profile, args.check)
     if args.command == "run":
@@ -190,7 +194,7 @@ def _sweep(root: Path, args: argparse.Namespace) -> int:
 
 
 
-def _status(root: Path, profile: str, check: bool) -> int:
+def _status(root: Path, profile: str | None, check: bool) -> int:
     """`precisionlab status`: each chapter's state, and for a stale one which files changed,
     the part of the study each belongs to and what republishing costs."""
     behind = []

@@ -12,6 +12,7 @@ cell succeeded. The runner knows no experiment: it executes any notebook. Its co
 from __future__ import annotations
 
 import ast
+import json
 import os
 import shutil
 import tempfile
@@ -122,9 +123,20 @@ def chapter_status(root: Path, chapter: str, profile: str | None = None) -> stal
     if profile is None:
         profile = (staleness.record_of(dest) or {}).get("profile", "cpu")
     injected, _ = plan(root, chapter, profile)
-    return staleness.status(dest, template_path(root, chapter),
-                            key_parts(root, chapter, profile, injected),
-                            store_folder(root, chapter), _here())
+    found = staleness.status(dest, template_path(root, chapter),
+                             key_parts(root, chapter, profile, injected),
+                             store_folder(root, chapter), _here())
+    try:  # the results in data/<chapter>/ must be this run's too
+        written = json.loads((root / "data" / chapter / "provenance.json").read_text())
+    except (OSError, ValueError):
+        written = {}
+    if found.state != "not executed" and written.get("input_key") not in (
+            None, (found.record or {}).get("input_key")):
+        found.state = "stale"
+        found.replayable = False
+        found.changes.append(staleness.Change(f"data/{chapter}/ (the results of another run)",
+                                              "changed", "compute"))
+    return found
 
 
 def store_folder(root: Path, chapter: str) -> Path:

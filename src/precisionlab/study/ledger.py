@@ -22,8 +22,7 @@ from matplotlib.patches import Patch, Rectangle
 
 from precisionlab.study.claims import VERDICTS, Verdict, verdict_files
 from precisionlab.study.plotting import PALETTE, figure
-from precisionlab.study.results import atomic_write_text, results_root
-from precisionlab.study.tables import show
+from precisionlab.study.tables import markdown_cell, show
 
 if TYPE_CHECKING:  # the registry is the engine's: the ledger is handed one, never loads it
     from precisionlab.engine.registry import Registry
@@ -86,11 +85,6 @@ def untested(catalog: dict[str, dict[str, str]], registry: Registry) -> pd.DataF
     return pd.DataFrame(rows, columns=["claim", "seeds", "paraphrase"])
 
 
-def _cell(text: object) -> str:
-    """Table-safe Markdown: no pipes or newlines inside a cell."""
-    return str(text).replace("|", "/").replace("\n", " ")
-
-
 def _evidence(row: object) -> str:
     """MyST links to the chapter of a ledger row and to the label of its evidence."""
     chapter = f"{{doc}}`{int(row.chapter[:2])} <{row.chapter}>`"
@@ -102,10 +96,11 @@ def markdown(table: pd.DataFrame) -> str:
     lines = ["| claim | the claim (our paraphrase; seed articles) | verdict | why (computed) | "
              "evidence |", "|---|---|---|---|---|"]
     for row in table.itertuples():
-        measured = (f"<br>(hardware-dependent: measured on {_cell(row.hardware)})"
+        measured = (f"<br>(hardware-dependent: measured on {markdown_cell(row.hardware)})"
                     if row.hardware else "")
-        lines.append(f"| **{row.claim}** | {_cell(row.paraphrase)} ({row.seeds}) | "
-                     f"**{row.verdict}**{measured} | {_cell(row.reason)} | {_evidence(row)} |")
+        lines.append(f"| **{row.claim}** | {markdown_cell(row.paraphrase)} ({row.seeds}) | "
+                     f"**{row.verdict}**{measured} | {markdown_cell(row.reason)} | "
+                     f"{_evidence(row)} |")
     return "\n".join(lines)
 
 
@@ -118,7 +113,8 @@ def table_markdown(df: pd.DataFrame, percent: Sequence[str] = ()) -> str:
 def markdown_untested(table: pd.DataFrame) -> str:
     """The untested claims as a Markdown table: id, paraphrase, seed articles."""
     lines = ["| claim | the claim (our paraphrase) | seed articles |", "|---|---|---|"]
-    lines += [f"| **{r.claim}** | {_cell(r.paraphrase)} | {r.seeds} |" for r in table.itertuples()]
+    lines += [f"| **{r.claim}** | {markdown_cell(r.paraphrase)} | {r.seeds} |"
+              for r in table.itertuples()]
     return "\n".join(lines)
 
 
@@ -260,18 +256,10 @@ def findings(table: pd.DataFrame, featured: Sequence[str]) -> str:
         row = by_claim[claim]
         machine = (f" (hardware-dependent: measured on {row.hardware.split('; ')[0]})"
                    if row.hardware else "")
-        paraphrase = _cell(row.paraphrase).rstrip(".")
+        paraphrase = markdown_cell(row.paraphrase).rstrip(".")
         seeds = row.seeds.strip("() ") or "none"
-        measured = _cell(first_clause(row.reason)).rstrip(".")
+        measured = markdown_cell(first_clause(row.reason)).rstrip(".")
         lines.append(f"- *{paraphrase}* ({row.claim}; seed articles: {seeds}): "
                      f"**{row.verdict}**{machine} \N{EM DASH} {measured}. "
                      f"Evidence: {_evidence(row)}.")
     return "\n".join(lines)
-
-
-def save_markdown(text: str, chapter: str, name: str) -> Path:
-    """Write MyST `text` as `<results>/<chapter>/<name>.md`, for a page to `include`: myst-nb
-    pastes a glued figure or text into another page, but not Markdown with its links."""
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"name: use letters, digits, '_' or '-' only; got {name!r}")
-    return atomic_write_text(results_root() / chapter / f"{name}.md", text.rstrip("\n") + "\n")

@@ -49,10 +49,22 @@ def write_json(path: Path, obj: object) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def _result_path(chapter: str, name: str, suffix: str) -> Path:
+    """`<results>/<chapter>/<name><suffix>`, with `name` checked: no path may leave the folder."""
+    if not name.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"name: use letters, digits, '_' or '-' only; got {name!r}")
+    return results_root() / chapter / f"{name}{suffix}"
+
+
 def save_table(df: pd.DataFrame, chapter: str, name: str) -> Path:
     """Save one tidy table as `<results>/<chapter>/<name>.csv`; the runner adds the chapter's
     `provenance.json` beside it when the run succeeds."""
-    if not name.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"name: use letters, digits, '_' or '-' only; got {name!r}")
-    return atomic_write_text(results_root() / chapter / f"{name}.csv",
+    return atomic_write_text(_result_path(chapter, name, ".csv"),
                              df.to_csv(index=False, lineterminator="\n"))
+
+
+def save_text(text: str, chapter: str, name: str, suffix: str = ".md") -> Path:
+    """Save text as `<results>/<chapter>/<name><suffix>` (one final newline): e.g. MyST that
+    another page `include`s, since myst-nb pastes a glued figure or text elsewhere but not
+    Markdown with its links."""
+    return atomic_write_text(_result_path(chapter, name, suffix), text.rstrip("\n") + "\n")

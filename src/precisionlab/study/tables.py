@@ -111,14 +111,18 @@ class Table:
         return f"{self.caption}\n{body}" if self.caption else body
 
     def to_markdown(self) -> str:
-        """The table in Markdown (pipes in cells written as '/')."""
-        def esc(s: str) -> str:
-            return s.replace("|", "/").replace("\n", " ")
-        lines = ["| " + " | ".join(esc(c) for c in self.text.columns) + " |",
+        """The table in Markdown (`markdown_cell` for every cell)."""
+        lines = ["| " + " | ".join(markdown_cell(c) for c in self.text.columns) + " |",
                  "|" + "".join("---:|" if n else "---|" for n in self.numeric)]
-        lines += ["| " + " | ".join(esc(v) for v in row) + " |"
+        lines += ["| " + " | ".join(markdown_cell(v) for v in row) + " |"
                   for row in self.text.itertuples(index=False)]
         return "\n".join(lines)
+
+
+def markdown_cell(text: object) -> str:
+    """Table-safe Markdown: a pipe would end the cell and a newline the row, so they become '/'
+    and a space."""
+    return str(text).replace("|", "/").replace("\n", " ")
 
 
 _NUMBER = re.compile(r"[-+\u2212]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?\s*[x%]?|[-+]?inf")
