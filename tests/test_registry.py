@@ -17,8 +17,9 @@ TABLE = {
         {"caption": "End", "chapters": [
             {"name": "02_more", "claims": ["B-2"], "inputs": ["data/x.csv"]},
             {"name": "03_ledger", "claims": ["C-3"], "inputs": ["data/claims.csv"],
-             "ledger": True}], "pages": ["references"]},
+             "ledger": True}]},
     ],
+    "pages": ["references"],
     "untested": ["D-4"],
 }
 
@@ -42,7 +43,9 @@ def test_registry_gives_order_owners_and_the_ledgers_inputs() -> None:
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda t: t["parts"][0].update(title="x"),
-     r"^parts\[0\]\.title: unknown field; allowed: caption, chapters, pages"),
+     r"^parts\[0\]\.title: unknown field; allowed: caption, chapters"),
+    (lambda t: t["parts"][0].update(pages=["status"]),
+     r"^parts\[0\]\.pages: pages are listed once, at the top level"),
     (lambda t: t["parts"][1]["chapters"][0].update(ledgr=True),
      r"^parts\[1\]\.chapters\[0\]\.ledgr: unknown field; allowed: name, claims, inputs, ledger"),
     (lambda t: t["parts"][1]["chapters"][1].update(ledger="yes"),

@@ -22,10 +22,10 @@ from precisionlab.validate import ParameterError
 FILE = "notebooks/chapters.yml"
 PROFILES = ("cpu", "smoke", "gpu")
 NAME = re.compile(r"^\d\d_[a-z0-9_]+$")
-PART_FIELDS = ("caption", "chapters", "pages")
+PART_FIELDS = ("caption", "chapters")
 CHAPTER_FIELDS = ("name", "claims", "inputs", "ledger", "headline")
 HEADLINE_FIELDS = ("name", "file", "value", "where")
-TOP_FIELDS = ("parts", "untested")
+TOP_FIELDS = ("parts", "pages", "untested")
 
 
 class RegistryError(ParameterError):
@@ -59,13 +59,13 @@ class Chapter:
 class Part:
     caption: str
     chapters: tuple[Chapter, ...]
-    pages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Registry:
     parts: tuple[Part, ...]
     untested: tuple[str, ...] = ()
+    pages: tuple[str, ...] = ()  # Markdown pages of book/, in one part after every chapter
 
     @property
     def chapters(self) -> list[Chapter]:
@@ -179,6 +179,10 @@ def parse(table: object) -> Registry:
         raise RegistryError("parts: must be a non-empty list of parts")
     parts = []
     for i, raw in enumerate(top["parts"]):
+        if isinstance(raw, dict) and "pages" in raw:
+            raise RegistryError(f"parts[{i}].pages: pages are listed once, at the top level "
+                                "(`pages:`): they follow every chapter, so chapter NN is "
+                                "numbered NN")
         part = _fields(f"parts[{i}]", raw, PART_FIELDS, "caption")
         chapters = []
         for j, rc in enumerate(part.get("chapters") or []):
@@ -197,9 +201,9 @@ def parse(table: object) -> Registry:
                                     _headline(f"{where}.headline", c.get("headline"))))
         if not chapters:
             raise RegistryError(f"parts[{i}].chapters: a part needs at least one chapter")
-        parts.append(Part(str(part["caption"]), tuple(chapters),
-                          _strings(f"parts[{i}].pages", part.get("pages"))))
-    registry = Registry(tuple(parts), _strings("untested", top.get("untested")))
+        parts.append(Part(str(part["caption"]), tuple(chapters)))
+    registry = Registry(tuple(parts), _strings("untested", top.get("untested")),
+                        _strings("pages", top.get("pages")))
     names = registry.names
     if names != sorted(set(names)):
         raise RegistryError(f"chapters: names must be unique and in book order (NN ascending); "
@@ -271,15 +275,15 @@ PAGES_CAPTION = "Beyond the chapters"
 
 
 def toc(registry: Registry) -> str:
-    """The text of `_toc.yml` (Jupyter Book 1): the intro, each part's chapters, then every
-    part's pages in one last part, so a chapter's number is its NN. (An unnumbered part breaks
+    """The text of `_toc.yml` (Jupyter Book 1): the intro, each part's chapters, then the
+    pages in one last part, so a chapter's number is its NN. (An unnumbered part breaks
     sphinx-external-toc's numbering styles, so the pages are numbered after the chapters.)"""
     lines = ["# Generated from notebooks/chapters.yml by `precisionlab toc`: edit that file.",
              "format: jb-book", "root: book/intro", "parts:"]
     for part in registry.parts:
         lines += [f"  - caption: {_caption(part.caption)}", "    numbered: true", "    chapters:"]
         lines += [f"      - file: book/{c.name}" for c in part.chapters]
-    pages = [page for part in registry.parts for page in part.pages]
+    pages = list(registry.pages)
     if pages:
         lines += [f"  - caption: {PAGES_CAPTION}", "    numbered: true", "    chapters:"]
         lines += [f"      - file: book/{page}" for page in pages]
