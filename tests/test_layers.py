@@ -20,7 +20,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 NUMERICS = ("formats", "lowbit", "amp", "quant", "memory", "bench", "data", "models",
-            "pretrained", "gradstats", "provenance", "validate")  # the top level holds these
+            "pretrained", "gradstats", "provenance", "validate", "lazy")  # the top level
 JUDGES = ("precisionlab.study.rules", "precisionlab.study.reports")  # never import experiments
 EXPERIMENTS = "precisionlab.study.experiments"
 

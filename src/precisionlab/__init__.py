@@ -8,8 +8,7 @@ The public API at a glance:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from precisionlab.lazy import attach
 
 _LAZY = {  # public name -> "module:attribute" (or a submodule)
     "FORMATS": "precisionlab.formats:FORMATS",
@@ -20,18 +19,4 @@ _LAZY = {  # public name -> "module:attribute" (or a submodule)
 __all__ = sorted(_LAZY)
 __version__ = "0.1.0"
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use, so importing the package imports nothing: a
-    chapter's key holds the modules it uses, and `import precisionlab` costs no torch."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attribute = _LAZY[name].partition(":")
-    value = importlib.import_module(module)
-    value = getattr(value, attribute) if attribute else value
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = attach(__name__, _LAZY)

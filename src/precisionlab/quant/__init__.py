@@ -7,8 +7,7 @@ torchao-style `quantize_` API, real int8 kernels, and low-rank factorization as 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from precisionlab.lazy import attach
 
 _LAZY = {  # public name -> "module:attribute" (or a submodule)
     "ACT_GRANULARITIES": "precisionlab.quant.llm:ACT_GRANULARITIES",
@@ -52,18 +51,4 @@ _LAZY = {  # public name -> "module:attribute" (or a submodule)
 }
 __all__ = sorted(_LAZY)
 
-
-def __getattr__(name: str) -> Any:
-    """Import a public name on first use, so importing the package imports nothing: a
-    chapter's key holds the modules it uses, and `import precisionlab.quant` costs no torch."""
-    if name not in _LAZY:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    module, _, attribute = _LAZY[name].partition(":")
-    value = importlib.import_module(module)
-    value = getattr(value, attribute) if attribute else value
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = attach(__name__, _LAZY)
