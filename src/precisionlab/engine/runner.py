@@ -12,12 +12,13 @@ cell succeeded. The runner knows no experiment: it executes any notebook. Its co
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -254,45 +255,56 @@ def run_job(job: Job, progress: bool = True) -> float:
 
     A failing cell raises ChapterFailed naming it, and leaves every previous output in place;
     an interruption leaves them too (the staging folder is removed either way)."""
+    from precisionlab.study import store
+
     job.staging.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f"{job.name}-", dir=job.staging))
     staged_nb, staged_data = staging / f"{job.name}.ipynb", staging / "data"
-    from precisionlab.study import store
-
-    names = (RESULTS_ENV, store.WRITE_ENV, store.READ_ENV)
-    previous = {name: os.environ.get(name) for name in names}
-    os.environ[RESULTS_ENV] = str(staged_data)
-    for name, value in ((store.WRITE_ENV, job.store and staged_data / job.store),
-                        (store.READ_ENV, job.replay)):
-        if value:
-            os.environ[name] = str(value)
-        else:
-            os.environ.pop(name, None)
     # Spinning OpenMP threads slow torch 20-40x when another process holds a core; the kernel
     # inherits this (results are bit-identical either way).
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    kernel_env = {RESULTS_ENV: str(staged_data),
+                  store.WRITE_ENV: str(staged_data / job.store) if job.store else None,
+                  store.READ_ENV: str(job.replay) if job.replay else None}
     started, t0 = datetime.now(UTC), time.perf_counter()
-    try:
-        job.execute(staged_nb, progress)
-        seconds = time.perf_counter() - t0
-        record = _provenance(job, started, seconds)
-        staged_data.mkdir(parents=True, exist_ok=True)
-        if job.provenance_file:
-            write_json(staged_data / job.provenance_file, record)
-        finished = _finish_notebook(staged_nb, record)
-        if job.finish:
-            job.finish(staged_nb, staged_data)
-        job.move(staged_data)
-        # The stamped notebook goes last: were the moves cut short, its old key makes a rerun.
-        atomic_write_text(job.dest, finished)
-    finally:
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        shutil.rmtree(staging, ignore_errors=True)
+    with environ(**kernel_env):
+        try:
+            job.execute(staged_nb, progress)
+            seconds = time.perf_counter() - t0
+            record = _provenance(job, started, seconds)
+            staged_data.mkdir(parents=True, exist_ok=True)
+            if job.provenance_file:
+                write_json(staged_data / job.provenance_file, record)
+            finished = _finish_notebook(staged_nb, record)
+            if job.finish:
+                job.finish(staged_nb, staged_data)
+            job.move(staged_data)
+            # The stamped notebook goes last: were the moves cut short, its old key makes a
+            # rerun.
+            atomic_write_text(job.dest, finished)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return seconds
+
+
+@contextlib.contextmanager
+def environ(**values: str | None) -> Iterator[None]:
+    """Set (or, for None, unset) environment variables for the kernels started inside, then
+    restore them."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def _papermill(root: Path, chapter: str, out: Path, injected: dict[str, Any],

@@ -14,7 +14,6 @@ Scheduling, resources and placement are Ray's (or `concurrent.futures`'), not ou
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import itertools
 import json
@@ -26,7 +25,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import (
     FIRST_COMPLETED,
     Future,
@@ -150,7 +149,7 @@ def run_task(task: Task) -> Outcome:
             record={"chapter": task.chapter, "host": host},
             provenance_file=f"{task.chapter}/provenance.json", parts=task.parts,
             store=f"{task.chapter}/{runner.STORE}" if task.keep_store else None)
-        with _environ(PYTHONPATH=library_first(root),
+        with runner.environ(PYTHONPATH=library_first(root),
                       HF_HUB_OFFLINE=os.environ.get("HF_HUB_OFFLINE", "1")):
             try:
                 seconds = runner.run_job(job, progress=False)
@@ -165,21 +164,6 @@ def library_first(root: Path) -> str:
     """A PYTHONPATH with `root`'s library before anything installed: a kernel started with it
     imports the carried source, not the worker's own copy."""
     return os.pathsep.join([str(root / "src"), *filter(None, [os.environ.get("PYTHONPATH")])])
-
-
-@contextlib.contextmanager
-def _environ(**values: str) -> Iterator[None]:
-    """Set environment variables for the kernels started inside, then restore them."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # ---------------------------------------------------------------- pools
