@@ -34,6 +34,10 @@ def test_supported_when_every_recipe_keeps_quality_and_runs_faster():
     f = rules.llm5(runs, ratios, "GPU X")
     assert f.verdict == "supported" and f.hardware == "GPU X"
     assert "2 of 2" in f.reason
+    # kept (inside the margin) but worse beyond noise: the reason says so
+    assert "16-mixed: val loss +0.011" in f.reason and "(within +-0.05, higher beyond noise)" \
+        in f.reason
+    assert "bf16-mixed: val loss" in f.reason and f.reason.count("higher beyond noise") == 1
 
 
 def test_refuted_when_16_bit_steps_are_slower_here():

@@ -72,9 +72,10 @@ def llm5(runs: pd.DataFrame, ratios: pd.DataFrame, hardware: str,
         faster, slower = s.high < 0, s.low > 0
         if keeps and faster:
             both.append(p)
+        worse = ", higher beyond noise" if q.interval.low > 0 else ""  # said even when kept
         loss = (f"diverged in {bad} of {len(seeds)} seeds" if bad else
                 f"val loss {q.interval.text(unit=' nats')} vs 32-true "
-                f"({'within' if keeps else 'not within'} +-{sig2(LOSS_MARGIN)})")
+                f"({'within' if keeps else 'not within'} +-{sig2(LOSS_MARGIN)}{worse})")
         pace = "faster" if faster else "slower" if slower else "neither faster nor slower"
         step = (f"step time {sig2(np.exp(s.mean))}x 32-true's "
                 f"[{sig2(np.exp(s.low))}, {sig2(np.exp(s.high))}] ({pace} beyond noise)")

@@ -148,10 +148,11 @@ def mp6(final: pd.DataFrame, hardware: str) -> Finding:
         "; ".join(parts)
     if "lower" in outcomes:
         return Finding("MP-6", "refuted", text, "tbl-final", hardware)
+    better = "" if "higher" in outcomes else "; never better beyond noise"  # the claim's "even"
     if all(o in ("equivalent", "higher") for o in outcomes):
-        better = "" if "higher" in outcomes else "; never better beyond noise"
         return Finding("MP-6", "supported", text + better, "tbl-final", hardware)
-    return Finding("MP-6", "nuanced", text + "; more seeds needed for the inconclusive ones",
+    return Finding("MP-6", "nuanced",
+                   text + better + "; more seeds needed for the inconclusive ones",
                    "tbl-final", hardware)
 
 
