@@ -291,20 +291,19 @@ def run_job(job: Job, progress: bool = True) -> float:
 def environ(**values: str | None) -> Iterator[None]:
     """Set (or, for None, unset) environment variables for the kernels started inside, then
     restore them."""
+    def put(settings: dict[str, str | None]) -> None:
+        for k, v in settings.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
     old = {k: os.environ.get(k) for k in values}
     try:
-        for k, v in values.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        put(values)
         yield
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        put(old)
 
 
 def _papermill(root: Path, chapter: str, out: Path, injected: dict[str, Any],
