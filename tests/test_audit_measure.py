@@ -113,7 +113,9 @@ def test_history_and_parity_shapes(audited):
     parity = result.parity.set_index("precision")
     assert list(parity.index) == params["precisions"][1:]
     assert (parity.n == len(SEEDS)).all()
-    assert set(parity.outcome) <= {"equivalent", "better", "worse", "inconclusive", "diverged"}
+    assert set(parity.outcome) <= {"equivalent", "better", "worse", "inconclusive", "underpowered",
+                                   "diverged"}
+    assert (parity.detectable.dropna() >= 0).all()
 
 
 def test_cosine_of_fp32_to_itself_is_one(audited):

@@ -78,3 +78,59 @@ def test_summarize_counts_diverged_runs():
 
 def test_text_shows_mean_interval_and_n():
     assert stats.interval([0.01, 0.02, 0.03]).text(100, " pp") == "+2 [-0.48, +4.5] pp (n=3)"
+
+
+@pytest.mark.parametrize(("n", "d"), [(10, 0.9959), (20, 0.6604), (50, 0.4042)])
+def test_detectable_effect_matches_gpower_one_sample_t(n, d):
+    """G*Power 3.1 (t tests, one sample / matched pairs, two tails, alpha 0.05, power 0.80)
+    gives these effect sizes d = effect / sd."""
+    assert stats.detectable_effect(2.0, n) == pytest.approx(2.0 * d, abs=2e-3)
+
+
+def test_detectable_effect_has_the_power_it_states_in_simulation():
+    """scipy's own paired t-test, run on simulated pairs with the detectable effect as their
+    true mean, rejects at 5 % about 80 % of the time."""
+    n, sd = 5, 0.3
+    effect = stats.detectable_effect(sd, n)
+    rng = np.random.default_rng(0)
+    diffs = rng.normal(effect, sd, size=(20_000, n))
+    rejected = sps.ttest_1samp(diffs, 0.0, axis=1).pvalue < 0.05
+    assert rejected.mean() == pytest.approx(0.80, abs=0.012)
+
+
+def test_detectable_effect_edges_and_bad_input():
+    assert math.isnan(stats.detectable_effect(1.0, 1))
+    assert stats.detectable_effect(0.0, 5) == 0.0
+    assert stats.detectable_effect(1.0, 3) > stats.detectable_effect(1.0, 30)
+    with pytest.raises(ValueError, match="power"):
+        stats.detectable_effect(1.0, 5, power=1.0)
+
+
+def test_equivalence_the_design_could_not_detect_is_underpowered():
+    # inside a 0.02 margin, but three noisy seeds could not tell 0.02 from 0
+    noisy = stats.compare(table([0.9, 0.8, 0.7], [0.9075, 0.7925, 0.7]), "acc", "precision",
+                          "16-mixed", "32-true", margin=0.02)
+    assert noisy.interval.within(0.02) and noisy.detectable > 0.02
+    assert noisy.outcome == "underpowered"
+
+
+def test_zero_width_interval_needs_a_resolution_to_be_equivalent():
+    same = table([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
+    assert stats.compare(same, "acc", "precision", "16-mixed", "32-true",
+                         margin=0.01).outcome == "underpowered"
+    # one example of 2,000 is 0.05 pp: three identical seeds rule out a 1 pp effect
+    fine = stats.compare(same, "acc", "precision", "16-mixed", "32-true", margin=0.01,
+                         resolution=1 / 2000)
+    assert fine.detectable == pytest.approx(stats.detectable_effect(1 / 2000, 3))
+    assert fine.outcome == "equivalent"
+    # one example of 100 is 1 pp: the same identical seeds cannot
+    coarse = stats.compare(same, "acc", "precision", "16-mixed", "32-true", margin=0.01,
+                           resolution=1 / 100)
+    assert coarse.outcome == "underpowered"
+
+
+def test_comparison_text_states_what_the_design_could_detect():
+    c = stats.compare(table([0.9, 0.8, 0.7], [0.901, 0.801, 0.699]), "acc", "precision",
+                      "16-mixed", "32-true", margin=0.01)
+    assert c.text(100, " pp") == ("+0.033 [-0.25, +0.32] pp (n=3; detectable 0.38 pp at "
+                                  "80 % power, margin 1 pp)")

@@ -5,6 +5,11 @@ compares them pair by pair: the difference per seed, its mean and a Student-t in
 decides "beyond noise" everywhere in the book: the 95 % interval of the paired differences
 excludes 0. A claim of "no loss" is tested as equivalence: the whole interval lies inside the
 margin the claim declares (two one-sided tests at 2.5 % each, a conservative TOST).
+
+Every comparison also states its power: the smallest true difference the design would find
+beyond noise 80 % of the time (`detectable_effect`, from the observed spread and n), with the
+spread never taken below the metric's resolution (one test example, one token). An equivalence
+the design could not have told from a difference as large as its margin is "underpowered".
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 LEVEL = 0.95
+POWER = 0.80  # the conventional power at which a design's detectable effect is stated
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,7 @@ class Interval:
     high: float
     n: int
     level: float = LEVEL
+    sd: float = math.nan  # the values' standard deviation (ddof=1), for the design's power
 
     @property
     def beyond_noise(self) -> bool:
@@ -58,8 +65,38 @@ def interval(values: np.ndarray | pd.Series | list[float], level: float = LEVEL)
     mean = float(x.mean())
     if x.size < 2:
         return Interval(mean, math.nan, math.nan, 1, level)
-    half = float(sps.t.ppf(0.5 + level / 2, x.size - 1) * x.std(ddof=1) / math.sqrt(x.size))
-    return Interval(mean, mean - half, mean + half, int(x.size), level)
+    sd = float(x.std(ddof=1))
+    half = float(sps.t.ppf(0.5 + level / 2, x.size - 1) * sd / math.sqrt(x.size))
+    return Interval(mean, mean - half, mean + half, int(x.size), level, sd)
+
+
+def detectable_effect(sd: float, n: int, level: float = LEVEL, power: float = POWER) -> float:
+    """The smallest true mean difference that a two-sided paired t-test at `1 - level` finds
+    beyond noise with probability `power`, for `n` pairs whose differences spread by `sd`
+    (noncentral t with n - 1 degrees of freedom, as G*Power and statsmodels' TTestPower)."""
+    from scipy import optimize
+    from scipy import stats as sps
+
+    if not 0 < power < 1:
+        raise ValueError(f"power: must be in (0, 1); got {power!r}")
+    if not 0 < level < 1:
+        raise ValueError(f"level: must be in (0, 1); got {level!r}")
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    if sd == 0:
+        return 0.0
+    df = n - 1
+    crit = float(sps.t.ppf(0.5 + level / 2, df))
+
+    def shortfall(nc: float) -> float:  # the far tail's mass is NaN in scipy once negligible
+        far = float(sps.nct.cdf(-crit, df, nc))
+        return float(sps.nct.sf(crit, df, nc)) + (0.0 if math.isnan(far) else far) - power
+
+    hi = crit + 4.0
+    while shortfall(hi) < 0:  # tiny df: the noncentral t's heavy tails need a wider bracket
+        hi *= 2
+    nc = optimize.brentq(shortfall, 0.0, hi, xtol=1e-10)
+    return nc * sd / math.sqrt(n)
 
 
 def paired_differences(table: pd.DataFrame, value: str, column: str, treatment: object,
@@ -94,16 +131,32 @@ def paired(table: pd.DataFrame, value: str, column: str, treatment: object, cont
 
 @dataclass(frozen=True)
 class Comparison:
-    """A paired difference judged against a claim's margin: the words a rule reasons with."""
+    """A paired difference judged against a claim's margin, with the design's power: the words
+    a rule reasons with. `resolution` is the smallest step the metric can take (one test
+    example's share of accuracy, one token's share of a mean); 0 when it is continuous."""
 
     interval: Interval
     margin: float
+    resolution: float = 0.0
+
+    @property
+    def detectable(self) -> float:
+        """The smallest true difference this design detects at 80 % power: from the observed
+        spread of the paired differences, never below the metric's resolution."""
+        return detectable_effect(max(self.interval.sd, self.resolution), self.interval.n,
+                                 self.interval.level)
 
     @property
     def outcome(self) -> str:
-        """'equivalent' (inside the margin), 'higher' or 'lower' (beyond noise and not
-        equivalent), or 'inconclusive' (neither: more seeds would be needed)."""
+        """'equivalent' (inside the margin, and the design could detect an effect of the
+        margin's size), 'underpowered' (inside the margin, but it could not: an interval of
+        zero width with no resolution stated, or a detectable effect above the margin),
+        'higher' or 'lower' (beyond noise and not equivalent), or 'inconclusive' (neither: more
+        seeds would be needed)."""
         if self.interval.within(self.margin):
+            zero_width = self.interval.high == self.interval.low and self.resolution == 0
+            if zero_width or not self.detectable <= self.margin:
+                return "underpowered"
             return "equivalent"
         if self.interval.low > 0:
             return "higher"
@@ -111,13 +164,30 @@ class Comparison:
             return "lower"
         return "inconclusive"
 
+    def power_text(self, scale: float = 1.0, unit: str = "") -> str:
+        """'detectable 1.2 pp at 80 % power, margin 1 pp': what the design could have seen."""
+        d = self.detectable
+        seen = "?" if math.isnan(d) else f"{d * scale:.2g}{unit}"
+        return (f"detectable {seen} at {POWER:.0%} power, margin "
+                f"{self.margin * scale:.2g}{unit}").replace("%", " %")
+
+    def text(self, scale: float = 1.0, unit: str = "") -> str:
+        """The interval, then what the design could detect: '+0.1 [-0.3, +0.5] pp (n=3;
+        detectable 1.2 pp at 80 % power, margin 1 pp)'."""
+        return f"{self.interval.text(scale, unit)[:-1]}; {self.power_text(scale, unit)})"
+
 
 def compare(table: pd.DataFrame, value: str, column: str, treatment: object, control: object,
-            margin: float, pair_on: str | list[str] = "seed") -> Comparison:
-    """Paired comparison of `treatment` against `control` with an equivalence `margin`."""
+            margin: float, pair_on: str | list[str] = "seed",
+            resolution: float = 0.0) -> Comparison:
+    """Paired comparison of `treatment` against `control` with an equivalence `margin` and the
+    metric's `resolution` (see `Comparison`)."""
     if not margin > 0:
         raise ValueError(f"margin: must be > 0; got {margin!r}")
-    return Comparison(paired(table, value, column, treatment, control, pair_on), float(margin))
+    if not resolution >= 0:
+        raise ValueError(f"resolution: must be >= 0; got {resolution!r}")
+    return Comparison(paired(table, value, column, treatment, control, pair_on), float(margin),
+                      float(resolution))
 
 
 def summarize(table: pd.DataFrame, value: str, by: str | list[str],

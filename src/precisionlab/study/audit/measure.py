@@ -134,7 +134,9 @@ def parity_table(runs: pd.DataFrame, task: str, margin: float) -> pd.DataFrame:
     """Per precision, paired-by-seed differences to 32-true of the test loss and the metric
     (mean, 95 % interval, n) and an outcome: 'diverged' (a run not finite), else the metric's
     comparison with an equivalence margin (absolute accuracy for classification, `margin`
-    times the 32-true mean otherwise): 'equivalent', 'better', 'worse' or 'inconclusive'."""
+    times the 32-true mean otherwise): 'equivalent', 'better', 'worse', 'inconclusive' or
+    'underpowered' (inside the margin, but the seeds could not have detected an effect of the
+    margin's size; `detectable` is the smallest they could, at 80 % power)."""
     ref = runs[runs["precision"] == "32-true"]
     ref_metric = float(ref["metric"].mean())
     m = margin if higher_is_better(task) else margin * abs(ref_metric)
@@ -159,10 +161,12 @@ def parity_table(runs: pd.DataFrame, task: str, margin: float) -> pd.DataFrame:
                      "loss_diff": loss.mean, "loss_low": loss.low, "loss_high": loss.high,
                      "metric_diff": metric.mean, "metric_low": metric.low,
                      "metric_high": metric.high, "n": metric.n, "margin": m,
+                     "detectable": comp.detectable,
                      "finite_runs": int(part["finite"].sum()), "outcome": outcome})
     return pd.DataFrame(rows, columns=[
         "precision", "metric_mean", "ref_metric_mean", "loss_diff", "loss_low", "loss_high",
-        "metric_diff", "metric_low", "metric_high", "n", "margin", "finite_runs", "outcome"])
+        "metric_diff", "metric_low", "metric_high", "n", "margin", "detectable", "finite_runs",
+        "outcome"])
 
 
 def _first_batch(split: Split, batch_size: int, seed: int, device: str
