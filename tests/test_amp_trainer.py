@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
@@ -124,6 +125,8 @@ def test_pure_bf16_sgd_loses_small_updates():
     ({"loss_scaler": "static"}, r"^loss_scaler: must be one of auto, dynamic, none"),
     ({"optimizer": "lion"}, r"^optimizer: must be one of sgd, adam, adamw"),
     ({"device": "tpu"}, r"^device: must be one of auto, cpu, cuda"),
+    ({"eps": 0.0}, r"^eps: must be None or a number in \(0, 1\); got 0.0"),
+    ({"optimizer": "sgd", "eps": 1e-4}, r"^eps: only Adam and AdamW have an eps"),
 ])
 def test_bad_arguments_fail_when_the_trainer_is_made(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -179,3 +182,20 @@ def test_mse_objective_matches_a_hand_written_regression_loop_bit_for_bit():
 def test_unknown_objective_is_refused_before_training():
     with pytest.raises(ValueError, match="objective: must be one of cross-entropy, mse"):
         Trainer(objective="mae")
+
+
+def test_eps_reaches_the_optimizer_and_rescues_pure_fp16_adam():
+    """Adam's default eps (1e-8) rounds to 0 in fp16, so pure-fp16 Adam divides by ~0 and its
+    weights go non-finite; an eps fp16 can hold (1e-4) trains."""
+    runs = {}
+    for eps in (None, 1e-4):
+        split = digits(0)
+        torch.manual_seed(0)
+        model = MLP([split.n_features, 32, split.n_classes])
+        trainer = Trainer(precision="16-true", optimizer="adam", lr=1e-3, steps=40, eps=eps,
+                          device="cpu", progress=False)
+        runs[eps] = trainer.fit(model, split)
+        assert trainer.optimizer_.param_groups[0]["eps"] == (1e-8 if eps is None else eps)
+    assert not np.isfinite(runs[None].loss.to_numpy()).all()
+    assert np.isfinite(runs[1e-4].loss.to_numpy()).all()
+    assert runs[1e-4].loss.iloc[-5:].mean() < runs[1e-4].loss.iloc[:5].mean()

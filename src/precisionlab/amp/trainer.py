@@ -60,13 +60,16 @@ def batch_indices(n: int, batch_size: int, seed: int,
         yield torch.randint(n, (batch_size,), generator=generator).to(device)
 
 
-def make_optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
-    """SGD (no momentum), Adam or AdamW with torch defaults otherwise."""
+def make_optimizer(name: str, params, lr: float, eps: float | None = None) -> torch.optim.Optimizer:
+    """SGD (no momentum), Adam or AdamW with torch defaults otherwise; `eps` replaces Adam's
+    default 1e-8 (which rounds to 0 in fp16, so pure-fp16 Adam divides by ~0: a working
+    pure-fp16 recipe raises it to one fp16 can hold, e.g. 1e-4)."""
     if name == "sgd":
         return torch.optim.SGD(params, lr=lr)
+    extra = {} if eps is None else {"eps": eps}
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    return torch.optim.AdamW(params, lr=lr)
+        return torch.optim.Adam(params, lr=lr, **extra)
+    return torch.optim.AdamW(params, lr=lr, **extra)
 
 
 @dataclass
@@ -95,6 +98,7 @@ class Trainer:
     threads: int | None = None
     progress: bool = True
     objective: str = "cross-entropy"  # or "mse" (regression); see OBJECTIVES
+    eps: float | None = None  # Adam/AdamW's eps; None: torch's 1e-8 (see `make_optimizer`)
 
     def __post_init__(self) -> None:
         self.policy: Policy = get_policy(self.precision)
@@ -110,6 +114,10 @@ class Trainer:
         _check(self.batch_size % self.accumulation_steps == 0,
                f"accumulation_steps: must divide batch_size ({self.batch_size}) into equal "
                f"micro-batches; got {self.accumulation_steps}")
+        _check(self.eps is None or (_number(self.eps) and 0 < self.eps < 1),
+               f"eps: must be None or a number in (0, 1); got {self.eps!r}")
+        _check(self.eps is None or self.optimizer != "sgd",
+               "eps: only Adam and AdamW have an eps; SGD takes eps=None")
         _check(self.clip_norm is None or (_number(self.clip_norm) and self.clip_norm > 0),
                f"clip_norm: must be None or a number > 0; got {self.clip_norm!r}")
         _check(self.loss_scaler in SCALERS or (_number(self.loss_scaler) and
@@ -155,7 +163,8 @@ class Trainer:
         model = policy.prepare_model(model.to(device))
         data = data.to(device)
         params = [p for p in model.parameters() if p.requires_grad]
-        self.model, self.optimizer_ = model, make_optimizer(self.optimizer, params, self.lr)
+        self.model, self.optimizer_ = model, make_optimizer(self.optimizer, params, self.lr,
+                                                             self.eps)
         self.scaler = scaler = self.make_scaler()
         opt = self.optimizer_
         batches = batch_indices(n, self.batch_size, self.seed, device)  # same for every precision
