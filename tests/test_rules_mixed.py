@@ -75,6 +75,23 @@ def test_mp9():
     assert R.mp9(updates(1.0, err=mixed)).verdict == "nuanced"
 
 
+def test_mp9_weighs_the_pure_fp16_reading():
+    # more error than fp32, but pure fp16 loses far more updates (or diverges): both readings
+    losing = pd.DataFrame([{"optimizer": o, "precision": p, "seed": s, "diverged": False,
+                            "stalled": (0.16 if p == "16-true" else 0.0) + 0.001 * s}
+                           for o in ("sgd", "adam") for p in ("16-true", "16-mixed")
+                           for s in SEEDS])
+    found = R.mp9(updates(1.0), losing)
+    assert found.verdict == "nuanced" and found.reason.startswith("it reduces precision loss "
+                                                                  "only against pure 16-bit")
+    diverging = losing.assign(diverged=losing.precision.eq("16-true") & losing.optimizer.eq(
+        "adam"))
+    assert "pure fp16 diverged in 3/3 runs" in R.mp9(updates(1.0), diverging).reason
+    # pure fp16 loses no more than AMP: nothing speaks for the claim
+    level = losing.assign(stalled=0.01 + 0.001 * losing.seed)
+    assert R.mp9(updates(1.0), level).verdict == "refuted"
+
+
 def final(diffs: dict[str, float], tasks=("digits", "mnist1d"), noise=JITTER) -> pd.DataFrame:
     rows = []
     for task in tasks:
@@ -93,10 +110,28 @@ def test_mp6():
     noisy = final({"16-mixed": 0.0, "bf16-mixed": 0.0}, noise=(-0.03, 0.0, 0.03))
     found = R.mp6(noisy, hw)
     assert found.verdict == "nuanced"
-    assert found.reason.endswith("; never better beyond noise; more seeds needed for the "
-                                 "inconclusive ones")
+    assert found.reason.startswith("4 of 4 comparisons could not rule out a 1 pp loss")
+    assert found.reason.endswith("never better beyond noise") and "detectable" in found.reason
     # trained on this machine's 16-bit kernels: the word can differ on another CPU
     assert found.hardware == hw
+
+
+def test_mp6_needs_power_and_converged_runs():
+    hw = "test machine"
+    same = final({"16-mixed": 0.0, "bf16-mixed": 0.0}, noise=(0.0, 0.0, 0.0))
+    # identical accuracies: zero-width intervals say nothing without the metric's resolution
+    assert R.mp6(same, hw).verdict == "nuanced" and "underpowered" in R.mp6(same, hw).reason
+    assert R.mp6(same.assign(test_examples=2000), hw).verdict == "supported"
+    assert R.mp6(same.assign(test_examples=100), hw).verdict == "nuanced"  # 1 example = 1 pp
+    # 32-true still gaining 5 pp over the last quarter: the accuracies are not those reached
+    history = pd.DataFrame([{"task": t, "precision": "32-true", "seed": s, "step": step,
+                             "test_metric": 0.7 + 0.2 * step / 100}
+                            for t in ("digits", "mnist1d") for s in SEEDS
+                            for step in range(10, 101, 10)])
+    found = R.mp6(same.assign(test_examples=2000), hw, runs=history)
+    assert found.verdict == "nuanced" and "not converged" in found.reason
+    flat = history.assign(test_metric=0.9)
+    assert R.mp6(same.assign(test_examples=2000), hw, runs=flat).verdict == "supported"
 
 
 def pairs(diffs: dict[str, float], noise=JITTER) -> pd.DataFrame:
@@ -166,6 +201,13 @@ def test_mp12():
     found = R.mp12(pure(arms(some), diverged={("adam", "16-true")}))
     assert found.verdict == "nuanced"
     assert "fp16 Adam diverged in 3/3 runs" in found.reason and "0.0055" in found.reason
+    # the practitioner's recipe (an eps fp16 can hold) trains: fp16 Adam is a way to train,
+    # and the naive recipe's divergence stays in the reason
+    working = {**some, ("adam", "16-true, eps 1e-4"): 0.9}
+    found = R.mp12(pure(arms(working), diverged={("adam", "16-true")}).assign(test_examples=2000))
+    assert found.verdict == "supported"
+    assert "fp16 Adam diverged" in found.reason and "fp16 Adam with eps 0.0001 trains" in \
+        found.reason
 
 
 def test_mp13():

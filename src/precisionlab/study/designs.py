@@ -21,6 +21,10 @@ import pandas as pd
 
 MIXED = ("16-mixed", "bf16-mixed")
 PURE = {"16-true": "16-mixed", "bf16-true": "bf16-mixed"}  # each pure policy and its AMP twin
+# The pure-fp16 Adam recipe a practitioner would use beside the naive one: Adam's default eps,
+# 1e-8, rounds to 0 in fp16, so the naive recipe divides by ~0; 1e-4 is a normal fp16 number.
+# Recipe label -> (precision, Adam eps); its AMP twin is PURE[precision].
+WORKING_PURE = {"16-true, eps 1e-4": ("16-true", 1e-4)}
 SPACING = {"fp16": 2.0**-11, "bf16": 2.0**-8}  # neighbouring values' distance in [0.5, 1)
 
 
@@ -34,12 +38,15 @@ def device_independent(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def finals(history: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
-    """One row per run (`by` + seed): its last test accuracy and loss, its last training loss,
-    `diverged` (a non-finite training loss at any step: `last()` would skip it) and the mean
+    """One row per run (`by` + seed): its last test accuracy and loss (and `test_examples`, the
+    test set's size, where logged: one example is the accuracy's resolution), its last training
+    loss, `diverged` (a non-finite training loss at any step: `last()` would skip it) and the mean
     `stalled` share if tracked."""
     keys = [*by, "seed"]
     g = history.groupby(keys, sort=False)  # each run's rows are in step order
-    out = g.tail(1).set_index(keys)[["test_metric", "test_loss", "loss"]]
+    kept = ["test_metric", "test_loss", "loss"] + (["test_examples"] if "test_examples" in
+                                                    history else [])
+    out = g.tail(1).set_index(keys)[kept]
     out["diverged"] = g.loss.apply(lambda s: bool((~np.isfinite(s)).any()))
     if "stalled" in history:
         out["stalled"] = g.stalled.mean()

@@ -36,7 +36,7 @@ from precisionlab.data import close_pairs
 from precisionlab.formats import adam_underflow as adam_underflow
 from precisionlab.models import MLP, FP32Island
 from precisionlab.study import stats, tasks
-from precisionlab.study.designs import MIXED, device_independent, finals
+from precisionlab.study.designs import MIXED, WORKING_PURE, device_independent, finals
 from precisionlab.study.designs import PURE as PURE  # `NAME as NAME`: re-exported for callers
 from precisionlab.study.designs import SPACING as SPACING
 from precisionlab.study.designs import fine_accuracy as fine_accuracy
@@ -301,7 +301,8 @@ def precision_runs(steps: dict[str, int], precisions: Sequence[str], seeds: Sequ
                 h = Trainer(precision=precision, optimizer="adam", lr=lr, steps=n,
                             batch_size=batch_size, seed=seed, eval_every=max(n // 20, 1),
                             device=device, progress=False).fit(model, split)
-                out.append(h.assign(task=task, precision=precision, seed=seed))
+                out.append(h.assign(task=task, precision=precision, seed=seed,
+                                    test_examples=split.y_test.numel()))
     return pd.concat(out, ignore_index=True)
 
 
@@ -319,28 +320,33 @@ def final_table(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
 @stored
 def pure_runs(seeds: Sequence[int], sgd_lr: float, lr: float, steps: int,
               hidden: Sequence[int] = (256, 256), device: str = "cpu") -> pd.DataFrame:
-    """Digits MLP trained with SGD and with Adam at 16-true, bf16-true and their AMP twins,
-    logging the share of weights with a gradient that did not move (`stalled`) every step, and
-    for the AMP runs the share whose update would have been lost had the step been applied in
-    fp16 and cast back (`lost_fp16_scheme`, `anatomy.half_update_losses`; NaN on skipped steps
-    and in the pure runs)."""
+    """Digits MLP trained with SGD and with Adam at 16-true, bf16-true and their AMP twins (and,
+    with Adam, the working pure-fp16 recipe of `WORKING_PURE`: an eps fp16 can hold), logging
+    the share of weights with a gradient that did not move (`stalled`) every step, and for the
+    AMP runs the share whose update would have been lost had the step been applied in fp16 and
+    cast back (`lost_fp16_scheme`, `anatomy.half_update_losses`; NaN on skipped steps and in the
+    pure runs). `test_examples` is the test set's size."""
     out = []
     splits = {seed: tasks.load("digits", seed) for seed in seeds}
     for opt, rate in [("sgd", sgd_lr), ("adam", lr)]:
         for seed in seeds:
-            for precision in ("16-true", "bf16-true", "16-mixed", "bf16-mixed"):
+            recipes = ("16-true", "bf16-true", "16-mixed", "bf16-mixed",
+                       *(WORKING_PURE if opt == "adam" else ()))
+            for precision in recipes:
                 model = tasks.model_for("digits", splits[seed], seed, hidden=list(hidden))
                 split = splits[seed]
-                mixed = get_policy(precision).mixed
+                policy, eps = WORKING_PURE.get(precision, (precision, None))
+                mixed = get_policy(policy).mixed
                 count = half_update_losses(torch.float16) if mixed else contextlib.nullcontext()
                 with count as lost:
-                    h = Trainer(precision=precision, optimizer=opt, lr=rate, steps=steps,
+                    h = Trainer(precision=policy, optimizer=opt, lr=rate, steps=steps, eps=eps,
                                 seed=seed, track_stalled=True, eval_every=max(steps // 10, 1),
                                 device=device, progress=False).fit(model, split)
                 h["lost_fp16_scheme"] = math.nan
                 if mixed:  # the hooks fire on the steps taken, not on skipped ones
                     h.loc[~h.skipped.astype(bool), "lost_fp16_scheme"] = lost
-                out.append(h.assign(optimizer=opt, precision=precision, seed=seed))
+                out.append(h.assign(optimizer=opt, precision=precision, seed=seed,
+                                    test_examples=split.y_test.numel()))
     return pd.concat(out, ignore_index=True)
 
 
@@ -504,7 +510,7 @@ def close_pairs_runs(seeds: Sequence[int], steps: int = 200, lr: float = 1e-2,
             h = Trainer(precision=precision, optimizer="adam", lr=lr, steps=steps,
                         batch_size=batch_size, seed=seed, device=device,
                         progress=False).fit(PairComparator(island=island), split)
-            out.append(h.assign(variant=variant, seed=seed))
+            out.append(h.assign(variant=variant, seed=seed, test_examples=split.y_test.numel()))
     return finals(pd.concat(out, ignore_index=True), ["variant"])
 
 

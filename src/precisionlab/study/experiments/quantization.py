@@ -55,7 +55,8 @@ def train_fp32(name: str, seeds: Iterable[int], steps: int, batch_size: int, lr:
 
     `task_args` go to `tasks.make` (samples, hidden, context, n_test, d_model, n_layers...).
     Returns the trained models with their splits, and one row per seed: model, seed, test_loss,
-    test_accuracy, weights (Linear weights), fp32_bytes, float_zero_fraction."""
+    test_accuracy, test_examples (the test set's size: one example is the accuracy's
+    resolution), weights (Linear weights), fp32_bytes, float_zero_fraction."""
     task = MODEL_TASKS.get(name, name)
     trained: Trained = {}
     rows = []
@@ -68,6 +69,7 @@ def train_fp32(name: str, seeds: Iterable[int], steps: int, batch_size: int, lr:
         loss, acc = ptq.evaluate(model, split)
         trained[name, seed] = (model, split)
         rows.append({"model": name, "seed": seed, "test_loss": loss, "test_accuracy": acc,
+                     "test_examples": split.y_test.numel(),
                      "weights": sum(m.weight.numel() for m in model.modules()
                                     if isinstance(m, nn.Linear)),
                      "fp32_bytes": payload_bytes(model),
@@ -76,9 +78,12 @@ def train_fp32(name: str, seeds: Iterable[int], steps: int, batch_size: int, lr:
 
 
 def with_fp32(table: pd.DataFrame, fp32: pd.DataFrame) -> pd.DataFrame:
-    """`table` with its seed's fp32 accuracy and loss beside each row, and what was lost:
-    drop_pp (fp32 minus this accuracy, percentage points) and loss_increase."""
-    ref = fp32[["model", "seed", "test_accuracy", "test_loss"]].rename(
+    """`table` with its seed's fp32 accuracy and loss (and test set size, where logged) beside
+    each row, and what was lost: drop_pp (fp32 minus this accuracy, percentage points) and
+    loss_increase."""
+    keep = ["model", "seed", "test_accuracy", "test_loss"] + (
+        ["test_examples"] if "test_examples" in fp32 and "test_examples" not in table else [])
+    ref = fp32[keep].rename(
         columns={"test_accuracy": "fp32_accuracy", "test_loss": "fp32_loss"})
     out = table.merge(ref, on=["model", "seed"], how="left", validate="many_to_one")
     out["drop_pp"] = 100 * (out.fp32_accuracy - out.test_accuracy)

@@ -2,7 +2,9 @@
 of `precisionlab.study.experiments.mixed` to a `claims.Finding`.
 
 Accuracy comparisons are paired by seed (`stats.compare`) against the margin each claim
-declares below; "beyond noise" means the 95 % paired interval excludes 0.
+declares below, with one test example as the accuracy's resolution where the runs log the test
+set's size; "beyond noise" means the 95 % paired interval excludes 0, and each comparison states
+the smallest effect its design could detect.
 """
 
 from __future__ import annotations
@@ -13,11 +15,15 @@ import pandas as pd
 from precisionlab.formats import adam_underflow
 from precisionlab.study import stats
 from precisionlab.study.claims import Finding, sig2
-from precisionlab.study.designs import MIXED, PURE
+from precisionlab.study.designs import MIXED, PURE, WORKING_PURE
 
 # "Same accuracy" = within 1 percentage point of test accuracy: a difference a reader of the
 # claims would not call a loss (digits' 450 test images: 1 image = 0.22 pp).
 ACC_MARGIN = 0.01
+# A run "has converged" when 32-true's test accuracy gained less than ACC_MARGIN over the last
+# quarter of its training: a comparison made while accuracy still rises says nothing about the
+# accuracy each precision *reaches*, which is what MP-6 claims.
+CONVERGED_QUARTER = 0.25
 # A step "equals" the fp32 step (or half of it) when its projection on the fp32 step is within
 # 0.1 of 1 (of 0.5): ten times finer than the factor of two the claim is about.
 STEP_MARGIN = 0.1
@@ -34,8 +40,22 @@ SPEED_MARGIN = 0.05
 LOW = {"16-mixed": "fp16", "bf16-mixed": "bf16"}
 
 
-def _pp(iv: stats.Interval) -> str:
+def _pp(iv: stats.Interval | stats.Comparison) -> str:
     return iv.text(scale=100, unit=" pp")
+
+
+def _resolution(table: pd.DataFrame) -> float:
+    """One test example's share of accuracy (the metric's smallest step), where the runs log
+    the test set's size (`test_examples`); 0 (unknown) otherwise."""
+    if "test_examples" not in table or table.test_examples.isna().all():
+        return 0.0
+    return 1.0 / float(table.test_examples.min())
+
+
+def _acc(table: pd.DataFrame, column: str, treatment: str, control: str) -> stats.Comparison:
+    """Paired test-accuracy comparison against ACC_MARGIN at the runs' resolution."""
+    return stats.compare(table, "test_metric", column, treatment, control, ACC_MARGIN,
+                         resolution=_resolution(table))
 
 
 # --------------------------------------------------------------------------- MP-1, MP-2 ---
@@ -130,29 +150,59 @@ def mp5(updates: pd.DataFrame) -> Finding:
 
 # ------------------------------------------------------------------------------- MP-6 ---
 
-def mp6(final: pd.DataFrame, hardware: str) -> Finding:
+def still_rising(runs: pd.DataFrame, baseline: str = "32-true") -> dict[str, float]:
+    """Per task of the precision runs' histories (task, precision, seed, step, test_metric): the
+    gain of `baseline`'s mean test accuracy over the last CONVERGED_QUARTER of its evaluations,
+    for the tasks where it is at least ACC_MARGIN (not converged)."""
+    out = {}
+    h = runs[(runs.precision == baseline) & runs.test_metric.notna()]
+    for task, d in h.groupby("task", sort=False):
+        curve = d.groupby("step").test_metric.mean().sort_index()
+        steps = curve.index.to_numpy()
+        start = curve[steps >= steps[-1] - CONVERGED_QUARTER * steps[-1]].iloc[0]
+        gain = float(curve.iloc[-1] - start)
+        if gain >= ACC_MARGIN:
+            out[str(task)] = gain
+    return out
+
+
+def mp6(final: pd.DataFrame, hardware: str, runs: pd.DataFrame | None = None) -> Finding:
     """MP-6 (AMP reaches the same or better accuracy than fp32), from `finals` of the precision
-    runs (task, precision, seed, test_metric): per task and AMP policy, the paired difference to
-    32-true against ACC_MARGIN. Supported when every one is equivalent or higher, refuted when
-    any is lower, nuanced when some are inconclusive. The runs follow the 16-bit kernels of
-    `hardware` (native or emulated), and an interval near the margin can land on the other side
-    on another CPU (it did: inconclusive on an AVX2 EPYC, equivalent on an AMX Xeon), so the
-    verdict carries `hardware`."""
+    runs (task, precision, seed, test_metric, test_examples) and, to judge convergence, their
+    histories `runs`: per task and AMP policy, the paired difference to 32-true against
+    ACC_MARGIN at one test example's resolution.
+
+    Refuted when any is lower beyond noise; supported when every one is equivalent (the design
+    could detect a 1 pp loss) or higher *and* every task's 32-true run had converged; nuanced
+    otherwise: an inconclusive or underpowered comparison, or a task still improving, whose
+    final accuracy is not what the runs reach. The runs follow the 16-bit kernels of `hardware`
+    (native or emulated), and an interval near the margin can land on the other side on another
+    CPU (it did: inconclusive on an AVX2 EPYC, equivalent on an AMX Xeon), so the verdict
+    carries `hardware`."""
     outcomes, parts = [], []
     for task, part in final.groupby("task", sort=False):
         for precision in LOW:
-            c = stats.compare(part, "test_metric", "precision", precision, "32-true", ACC_MARGIN)
+            c = _acc(part, "precision", precision, "32-true")
             outcomes.append(c.outcome)
-            parts.append(f"{task} {precision} {_pp(c.interval)} {c.outcome}")
-    text = f"test accuracy minus 32-true's, paired by seed (margin {100 * ACC_MARGIN:g} pp): " + \
-        "; ".join(parts)
+            parts.append(f"{task} {precision} {_pp(c)} {c.outcome}")
+    rising = still_rising(runs) if runs is not None else {}
+    text = "test accuracy minus 32-true's, paired by seed: " + "; ".join(parts)
     if "lower" in outcomes:
-        return Finding("MP-6", "refuted", text, "tbl-final", hardware)
+        return Finding("MP-6", "refuted", f"lower beyond noise on {outcomes.count('lower')} of "
+                       f"{len(outcomes)} task-policy pairs; " + text, "tbl-final", hardware)
     better = "" if "higher" in outcomes else "; never better beyond noise"  # the claim's "even"
-    if all(o in ("equivalent", "higher") for o in outcomes):
-        return Finding("MP-6", "supported", text + better, "tbl-final", hardware)
-    return Finding("MP-6", "nuanced",
-                   text + better + "; more seeds needed for the inconclusive ones",
+    unconverged = ("; " + ", ".join(f"{t}'s 32-true still gained {100 * g:.2g} pp over the last "
+                                    f"quarter of training" for t, g in rising.items()) +
+                   ": not converged, so these are not the accuracies the runs reach"
+                   if rising else "")
+    if all(o in ("equivalent", "higher") for o in outcomes) and not rising:
+        return Finding("MP-6", "supported", "equivalent or better on every task-policy pair "
+                       "(converged runs); " + text + better, "tbl-final", hardware)
+    gaps = [o for o in outcomes if o in ("inconclusive", "underpowered")]
+    why = (f"{len(gaps)} of {len(outcomes)} comparisons could not rule out a "
+           f"{100 * ACC_MARGIN:g} pp loss ({', '.join(sorted(set(gaps)))})" if gaps else
+           "no loss beyond noise")
+    return Finding("MP-6", "nuanced", f"{why}{unconverged}; " + text + better,
                    "tbl-final", hardware)
 
 
@@ -165,25 +215,24 @@ def mp8(pairs: pd.DataFrame, final: pd.DataFrame) -> Finding:
     Refuted when AMP matches fp32 on the precision-sensitive task; supported when AMP is lower
     there and also on an ordinary task; nuanced when it is lower only on the sensitive task (and
     the reason says whether keeping the sensitive op in fp32 restores it)."""
-    sens = {p: stats.compare(pairs, "test_metric", "variant", p, "32-true", ACC_MARGIN)
-            for p in LOW}
-    island = stats.compare(pairs, "test_metric", "variant", "bf16-mixed, g in FP32Island",
-                           "32-true", ACC_MARGIN)
-    ordinary = [stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN).outcome
+    sens = {p: _acc(pairs, "variant", p, "32-true") for p in LOW}
+    island = _acc(pairs, "variant", "bf16-mixed, g in FP32Island", "32-true")
+    ordinary = [_acc(part, "precision", p, "32-true").outcome
                 for _, part in final.groupby("task") for p in LOW]
     text = ("trained close pairs, accuracy minus 32-true's: " +
-            "; ".join(f"{p} {_pp(c.interval)}" for p, c in sens.items()) +
-            f"; bf16-mixed with the comparison kept in fp32 {_pp(island.interval)}")
+            "; ".join(f"{p} {_pp(c)}" for p, c in sens.items()) +
+            f"; bf16-mixed with the comparison kept in fp32 {_pp(island)} {island.outcome}")
     if all(c.outcome in ("equivalent", "higher") for c in sens.values()):
         return Finding("MP-8", "refuted", text + ": no loss even where precision matters",
                        "fig-close-pairs")
     if not any(c.outcome == "lower" for c in sens.values()):
-        return Finding("MP-8", "nuanced", text + ": inconclusive", "fig-close-pairs")
+        return Finding("MP-8", "nuanced", text + ": neither a loss nor equivalence shown",
+                       "fig-close-pairs")
     if "lower" in ordinary:
         return Finding("MP-8", "supported", text + "; AMP is lower on ordinary tasks too",
                        "fig-close-pairs")
     fix = ("restores it" if island.outcome in ("equivalent", "higher")
-           else "does not restore it")
+           else f"does not clearly restore it ({island.outcome})")
     return Finding("MP-8", "nuanced", text + "; the digits and MNIST-1D runs show no loss "
                    f"beyond noise, keeping the one sensitive op in fp32 {fix}, and mixed "
                    "precision matched fp32 on speech recognition (Micikevicius et al. 2018): "
@@ -192,27 +241,58 @@ def mp8(pairs: pd.DataFrame, final: pd.DataFrame) -> Finding:
 
 # ------------------------------------------------------------------------------- MP-9 ---
 
-def mp9(updates: pd.DataFrame) -> Finding:
-    """MP-9 (AMP reduces the precision loss of models), from `one_step_updates`: log10 of each
-    AMP gradient's relative error against fp64 minus log10 of fp32's, paired by seed (a ratio of
-    errors: they span decades, so a difference of raw errors would be ruled by one seed).
-    Supported when every AMP error is lower than fp32's beyond noise, refuted when every one is
-    higher, else nuanced."""
+def mp9(updates: pd.DataFrame, pure_final: pd.DataFrame | None = None) -> Finding:
+    """MP-9 (AMP reduces the precision loss of models), read both ways the seeds allow.
+
+    Against fp32 (`one_step_updates`): log10 of each AMP gradient's relative error against fp64
+    minus log10 of fp32's, paired by seed (errors span decades, so a difference of raw errors
+    would be ruled by one seed). Against pure 16-bit training, the scheme mixed precision was
+    introduced to fix (`finals` of `pure_runs`: optimizer, precision, seed, stalled, diverged):
+    the share of wanted weight updates lost per step under 16-true against 16-mixed, and pure
+    fp16 runs that diverged. Supported when AMP has less error than fp32 and loses less than
+    pure fp16; refuted when it has more error than fp32 and (where measured) does not lose less
+    than pure fp16; nuanced when the readings disagree or are not beyond noise."""
     full = updates[updates.step.str.endswith(", lr")]
     full = full.assign(log_err=np.log10(full.grad_rel_err_vs_fp64))  # errors differ by decades
     err32 = full[full.precision == "32-true"].grad_rel_err_vs_fp64.mean()
     ivs = {p: stats.paired(full, "log_err", "precision", p, "32-true") for p in LOW}
-    text = ("gradient error against fp64: " + "; ".join(
+    text = ("against fp32, gradient error vs fp64: " + "; ".join(
         f"{p} {sig2(full[full.precision == p].grad_rel_err_vs_fp64.mean())} "
         f"({sig2(10 ** ivs[p].mean)} x fp32's, geometric mean over seeds)"
         for p in LOW) + f" vs 32-true {sig2(err32)}")
-    if all(iv.low > 0 for iv in ivs.values()):
-        return Finding("MP-9", "refuted", text + ": mixed precision adds rounding error, it "
-                       "removes none", "tbl-update")
-    if all(iv.high < 0 for iv in ivs.values()):
-        return Finding("MP-9", "supported", text + ": mixed precision has less error than fp32",
+    more = all(iv.low > 0 for iv in ivs.values())
+    less = all(iv.high < 0 for iv in ivs.values())
+    vs_pure = None  # True: AMP loses fewer updates than pure fp16 on every optimizer
+    if pure_final is not None:
+        parts, wins = [], []
+        for opt, d in pure_final.groupby("optimizer", sort=False):
+            pure, amp = d[d.precision == "16-true"], d[d.precision == "16-mixed"]
+            if pure.empty or amp.empty:
+                continue
+            if pure.diverged.astype(bool).any():
+                wins.append(True)
+                parts.append(f"{opt}: pure fp16 diverged in {int(pure.diverged.sum())}/"
+                             f"{len(pure)} runs, 16-mixed in {int(amp.diverged.sum())}/{len(amp)}")
+                continue
+            iv = stats.paired(d, "stalled", "precision", "16-true", "16-mixed")
+            wins.append(bool(iv.low > 0))
+            parts.append(f"{opt}: {sig2(100 * pure.stalled.mean())} % of updates lost per step "
+                         f"in pure fp16 vs {sig2(100 * amp.stalled.mean())} % in 16-mixed "
+                         f"({'more' if iv.low > 0 else 'not more'} beyond noise)")
+        if wins:
+            vs_pure = all(wins)
+            text += "; against pure fp16 training: " + "; ".join(parts)
+    if more and vs_pure is not True:
+        return Finding("MP-9", "refuted", "mixed precision adds rounding error to fp32's and "
+                       "removes none; " + text, "tbl-update")
+    if less and vs_pure is not False:
+        return Finding("MP-9", "supported", "mixed precision has less error than fp32; " + text,
                        "tbl-update")
-    return Finding("MP-9", "nuanced", text + ": not beyond noise for every policy", "tbl-update")
+    if more and vs_pure:
+        return Finding("MP-9", "nuanced", "it reduces precision loss only against pure 16-bit "
+                       "training, which loses updates it keeps; against fp32 it adds rounding "
+                       "error; " + text, "tbl-update")
+    return Finding("MP-9", "nuanced", "not beyond noise for every policy; " + text, "tbl-update")
 
 
 # ------------------------------------------------------------------------------ MP-11 ---
@@ -236,49 +316,60 @@ def mp11(probe: pd.DataFrame) -> Finding:
                      f"{low} in, {low} out)")
     text = "; ".join(parts)
     if all(per_type):
-        return Finding("MP-11", "supported", text + ": chosen per op type from fixed lists, not "
-                       "from the data", "tbl-autocast")
+        return Finding("MP-11", "supported", "the precision is chosen per op type, "
+                       "automatically, from autocast's fixed op lists (the same for any input "
+                       "values; 'dynamic' only in that the user picks no op): " + text,
+                       "tbl-autocast")
     return Finding("MP-11", "refuted", text + ": no per-op-type choice", "tbl-autocast")
 
 
 # ------------------------------------------------------------------------------ MP-12 ---
 
 def _arm(final: pd.DataFrame, optimizer: str, pure: str) -> tuple[str, str]:
-    """One pure-16-bit arm against its AMP twin: (status, text); status is trains, fails,
-    diverged or unclear."""
-    amp = PURE[pure]
+    """One pure-16-bit recipe (a PURE policy or a WORKING_PURE recipe) against its AMP twin:
+    (status, text); status is trains, fails, diverged or unclear."""
+    policy, eps = WORKING_PURE.get(pure, (pure, None))
+    amp = PURE[policy]
     d = final[(final.optimizer == optimizer) & final.precision.isin([pure, amp])]
     runs = d[d.precision == pure]
     stalled = runs.stalled.mean() if "stalled" in runs else float("nan")
-    fmt = "fp16" if pure.startswith("16") else "bf16"
+    fmt = "fp16" if policy.startswith("16") else "bf16"
     name = f"{fmt} {optimizer.upper() if optimizer == 'sgd' else optimizer.capitalize()}"
+    name += f" with eps {eps:g}" if eps is not None else ""
     if runs.diverged.any():
         why = ""
-        if optimizer != "sgd":
+        if optimizer != "sgd" and eps is None:
             t = adam_underflow(fmt)
             why = (f" (in {fmt} Adam's v = (1 - beta2) g^2 is 0 for |g| <= "
                    f"{sig2(t['v_zero_below'])}" + (" and eps = 1e-8 rounds to 0" if
                                                    t["eps_is_zero"] else "") + ")")
         return "diverged", f"{name} diverged in {int(runs.diverged.sum())}/{len(runs)} runs{why}"
-    c = stats.compare(d, "test_metric", "precision", pure, amp, ACC_MARGIN)
+    c = _acc(d, "precision", pure, amp)
     status = {"equivalent": "trains", "higher": "trains", "lower": "fails"}.get(c.outcome,
                                                                                 "unclear")
-    return status, (f"{name} {status} ({_pp(c.interval)} vs {amp}, {sig2(100 * stalled)} % "
+    return status, (f"{name} {status} ({_pp(c)} vs {amp}, {sig2(100 * stalled)} % "
                     "of updates stalled below half an ulp)")
 
 
 def mp12(final: pd.DataFrame) -> Finding:
     """MP-12 (pure 16-bit tensors, no fp32 master weights, is a way to train), from `finals` of
-    `pure_runs` (optimizer, precision, seed, test_metric, diverged, stalled): each arm (fp16,
-    bf16 x SGD, Adam) against its AMP twin with ACC_MARGIN. Supported when every arm trains,
-    refuted when every arm fails or diverges, nuanced otherwise (some train, or some are
-    inconclusive)."""
-    arms = [_arm(final, opt, pure) for opt in ("sgd", "adam") for pure in PURE]
-    text = "; ".join(t for _, t in arms)
-    statuses = [s for s, _ in arms]
-    if all(s == "trains" for s in statuses):
+    `pure_runs` (optimizer, precision, seed, test_metric, diverged, stalled): each recipe (fp16,
+    bf16 x SGD, Adam; with Adam also the WORKING_PURE recipes present) against its AMP twin
+    with ACC_MARGIN. An arm (format x optimizer) trains when any of its recipes does: the claim
+    is that a way exists. Supported when every arm trains, refuted when every recipe fails or
+    diverges, nuanced otherwise; the reason names every recipe, the naive ones that fail too."""
+    arms: dict[tuple[str, str], list[tuple[str, str]]] = {}
+    for opt in ("sgd", "adam"):
+        recipes = list(PURE) + [r for r in WORKING_PURE if opt != "sgd" and
+                                r in set(final[final.optimizer == opt].precision)]
+        for r in recipes:
+            fmt = WORKING_PURE.get(r, (r,))[0]
+            arms.setdefault((opt, fmt), []).append(_arm(final, opt, r))
+    text = "; ".join(t for results in arms.values() for _, t in results)
+    trains = [any(s == "trains" for s, _ in results) for results in arms.values()]
+    if all(trains):
         return Finding("MP-12", "supported", text, "tbl-pure")
-    if all(s in ("fails", "diverged") for s in statuses):
+    if all(s in ("fails", "diverged") for results in arms.values() for s, _ in results):
         return Finding("MP-12", "refuted", text, "tbl-pure")
     return Finding("MP-12", "nuanced", text, "tbl-pure")
 
@@ -309,7 +400,7 @@ def mp14(errors: dict[str, str], final: pd.DataFrame) -> Finding:
     fixed, amp = "fixed fp16 layer (16-true)", "nn.Linear, 16-mixed"
     broken = all(not e.startswith("runs, within") for e in errors.values())
     stall = stats.paired(final, "stalled", "layer", fixed, amp)
-    acc = stats.compare(final, "test_metric", "layer", fixed, amp, ACC_MARGIN)
+    acc = _acc(final, "layer", fixed, amp)
     stalls = stall.low > STALL_MARGIN
     share = {k: sig2(100 * final[final.layer == k].stalled.mean()) for k in (fixed, amp)}
     text = (f"as written: {sum(e.startswith('RuntimeError') for e in errors.values())} of "
@@ -318,7 +409,7 @@ def mp14(errors: dict[str, str], final: pd.DataFrame) -> Finding:
     text += (f"; {'repaired, ' if broken else ''}pure fp16 SGD leaves {share[fixed]} % of "
              f"updates unapplied vs {share[amp]} % with fp32 master weights "
              f"({'stalls' if stalls else 'no stall'} beyond {100 * STALL_MARGIN:g} pp), "
-             f"accuracy {_pp(acc.interval)} vs AMP")
+             f"accuracy {_pp(acc)} vs AMP ({acc.outcome})")
     if broken:
         return Finding("MP-14", "refuted", text, "fig-article-layer")
     if not stalls and acc.outcome in ("equivalent", "higher"):
@@ -483,20 +574,20 @@ def mp26(final: pd.DataFrame, times: pd.DataFrame, hardware: str) -> Finding:
     outcomes, names, parts = [], [], []
     for task, part in final.groupby("task", sort=False):
         for p, amp in PURE.items():
-            c = stats.compare(part, "test_metric", "precision", p, "32-true", ACC_MARGIN)
+            c = _acc(part, "precision", p, "32-true")
             a = stats.paired(part, "test_metric", "precision", p, amp)
             outcomes.append(c.outcome)
             names.append(f"{p} on {task}")
-            parts.append(f"{task} {p} {_pp(c.interval)} vs 32-true ({c.outcome}), "
+            parts.append(f"{task} {p} {_pp(c)} vs 32-true ({c.outcome}), "
                          f"{_pp(a)} vs {amp}")
     speed = "; ".join(f"{p} step {ratio[p]:.2f} x 32-true's time" for p in PURE)
     text = "accuracy: " + "; ".join(parts) + "; " + speed
     lowered = [name for name, o in zip(names, outcomes, strict=True) if o == "lower"]
     if lowered:
-        return Finding("MP-26", "refuted", text + f": quality falls ({', '.join(lowered)})",
+        return Finding("MP-26", "refuted", f"quality falls ({', '.join(lowered)}); " + text,
                        "tbl-mp26", hardware)
     if "higher" not in outcomes and not any(faster.values()):
-        return Finding("MP-26", "refuted", text + ": neither quality nor speed rises",
+        return Finding("MP-26", "refuted", "neither quality nor speed rises; " + text,
                        "tbl-mp26", hardware)
     if all(o == "higher" for o in outcomes) and all(faster.values()):
         return Finding("MP-26", "supported", text, "tbl-mp26", hardware)

@@ -34,21 +34,27 @@ MAX_LISTED = 4  # int8 variants Q-1's reason names when they are not equivalent 
 
 def paired_vs(rows: pd.DataFrame, value: str, reference: str, margin: float) -> stats.Comparison:
     """Paired comparison of column `value` against column `reference` of the same rows (one
-    row per seed): e.g. a quantized model's accuracy against its own seed's fp32 accuracy."""
+    row per seed): e.g. a quantized model's accuracy against its own seed's fp32 accuracy. One
+    test example (`test_examples`, where the rows have it) is the accuracy's resolution."""
     long = pd.concat([
         pd.DataFrame({"seed": rows.seed, "arm": "treatment", "x": rows[value]}),
         pd.DataFrame({"seed": rows.seed, "arm": "reference", "x": rows[reference]})])
-    return stats.compare(long, "x", "arm", "treatment", "reference", margin)
+    resolution = (1.0 / float(rows.test_examples.min()) if "test_examples" in rows
+                  and rows.test_examples.notna().any() else 0.0)
+    return stats.compare(long, "x", "arm", "treatment", "reference", margin,
+                         resolution=resolution)
 
 
 def _pp(c: stats.Comparison) -> str:
-    """A paired accuracy difference in percentage points: '-0.1 [-0.3, +0.1] pp (n=3)'."""
-    return c.interval.text(100, " pp")
+    """A paired accuracy difference in percentage points with what the design could detect:
+    '-0.1 [-0.3, +0.1] pp (n=3; detectable 0.4 pp at 80 % power, margin 1 pp)'."""
+    return c.text(100, " pp")
 
 
 def _words(c: stats.Comparison) -> str:
     return {"equivalent": "within the margin", "lower": "lower beyond noise",
-            "higher": "higher beyond noise", "inconclusive": "inconclusive"}[c.outcome]
+            "higher": "higher beyond noise", "inconclusive": "inconclusive",
+            "underpowered": "inside the margin, underpowered"}[c.outcome]
 
 
 # --- Q-1 -------------------------------------------------------------------------------------
@@ -101,9 +107,10 @@ def q1(bits_table: pd.DataFrame, calib_table: pd.DataFrame | None = None) -> Fin
         return Finding("Q-1", "supported", f"{head}; all {len(variants)} int8 variants and the "
                        f"best scheme of every narrower width stay within {margin} of fp32",
                        "tbl-ptq-bits")
-    return Finding("Q-1", "nuanced", f"{head}; {n_eq} of {len(variants)} int8 variants are "
-                   f"equivalent to fp32 within {margin}{off_text if off else ''}; the best scheme "
-                   f"of a narrower width is not equivalent at: {', '.join(lost) or 'none'}",
+    where = (f"the best scheme of a narrower width is not shown equivalent at: "
+             f"{', '.join(lost)}" if lost else "every narrower width's best scheme is equivalent")
+    return Finding("Q-1", "nuanced", f"{n_eq} of {len(variants)} int8 variants are equivalent "
+                   f"to fp32 within {margin}{off_text if off else ''}, and {where}; {head}",
                    "tbl-ptq-bits")
 
 
