@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -15,6 +16,7 @@ from precisionlab.provenance import find_root
 from precisionlab.study.claims import Verdict, catalog
 from precisionlab.study.ledger import (
     VERDICT_STYLE,
+    checked_counts,
     claim_ids_in,
     counts,
     counts_sentence,
@@ -129,11 +131,17 @@ def test_counts_give_every_verdict_word_in_order_and_the_speed_dependent_ones() 
     assert tally.index.tolist() == ["supported", "refuted", "nuanced", "not testable here"]
     assert tally.claims.tolist() == [1, 2, 1, 0]
     assert tally["hardware-dependent"].tolist() == [0, 1, 0, 0]
+    assert tally["on any machine"].tolist() == [1, 1, 1, 0]
     assert counts_sentence(board_table()) == (
         "4 claims, each with one verdict from the 3 chapters that tested them: 1 supported, "
-        "2 refuted, 1 nuanced and 0 not testable here. 1 of these verdicts depends on the "
+        "2 refuted (1 of them hardware-dependent), 1 nuanced and 0 not testable here. 1 of "
+        "these verdicts depends on the "
         "machine that measured them (a speed, or the numerics of its 16-bit kernels) and may "
         "read otherwise on other hardware.")
+    assert checked_counts(board_table()) == (
+        "verdict words on any machine: supported 1, refuted 1, nuanced 1, not testable here 0; "
+        "hardware-dependent: 1 (each word's count on the board = its count here + its "
+        "hardware-dependent ones)")
     robust = board_table().assign(hardware="")
     assert "machine" not in counts_sentence(robust)
     with pytest.raises(ValueError, match=r"^table: verdict words 'maybe' are not among"):
@@ -159,8 +167,9 @@ def test_the_verdict_board_has_a_cell_per_claim_by_family_coloured_by_verdict() 
             assert to_hex(cell.get_facecolor()) == to_hex(VERDICT_STYLE[words[claim]][0])
             assert bool(cell.get_hatch()) == (claim == "MP-10")  # the speed-dependent one
         legend = [t.get_text() for t in ax.get_legend().get_texts()]
-        assert legend[:4] == ["\u2713 supported (1)", "\u2717 refuted (2)", "~ nuanced (1)",
-                              "? not testable here (0)"]
+        assert legend[:4] == ["\u2713 supported (1)",
+                              "\u2717 refuted (2, 1 of them hardware-dependent)",
+                              "~ nuanced (1)", "? not testable here (0)"]
         assert legend[4].startswith("hardware-dependent") and legend[4].endswith("1)")
         ticks = [t.get_position()[1] for t in ax.get_yticklabels()]
         assert ticks == [0, -1.5, -3]  # MP's label sits between its two lines
@@ -313,3 +322,20 @@ def test_the_projects_attributions_are_sourced_and_dated() -> None:
     assert table.source.str.startswith("https://").all()
     assert table.checked_on.str.fullmatch(r"\d{4}-\d\d-\d\d").all()
     assert set(table.seed) <= {"000", "001", "002", "003", "004"}
+
+
+def test_the_published_front_page_counts_equal_the_verdict_files() -> None:
+    """The counts sentence glued into the published ledger (and so the front page) is the one
+    the committed verdict files give today: a stale ledger fails here."""
+    root = Path(__file__).resolve().parents[1]
+    found = [Verdict(**e) for f in sorted((root / "data" / "verdicts").glob("*.json"))
+             for e in json.loads(f.read_text()).values()]
+    reg = registry.load(root)
+    table = ledger(catalog(root), found, reg.owners())
+    nb = json.loads((root / "book" / "16_claims_ledger.ipynb").read_text())
+    glued = [o["data"]["application/papermill.record/text/plain"]
+             for c in nb["cells"] if c["cell_type"] == "code"
+             for o in c.get("outputs", []) if o.get("metadata", {}).get("scrapbook", {})
+             .get("name") == "counts_sentence"]
+    assert glued, "the published ledger glues no counts_sentence"
+    assert "".join(glued[0]).strip("'\"") == counts_sentence(table)

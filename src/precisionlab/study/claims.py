@@ -64,7 +64,8 @@ class Verdict:
 @dataclass(frozen=True)
 class Finding:
     """What a rule (`precisionlab.study.rules`) concludes about one claim, before a chapter
-    records it."""
+    records it. The reason's first clause (up to its first '; ') is the one that carries the
+    verdict, unwelcome part included: the front page's findings quote it alone."""
 
     claim: str
     verdict: str

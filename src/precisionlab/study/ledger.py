@@ -190,7 +190,8 @@ def verdict_board(table: pd.DataFrame, columns: int = 7) -> Figure:
     ax.set_xlabel("claims in id order; each cell: claim id and seed articles")
     tally = counts(table)
     handles = [Patch(facecolor=VERDICT_STYLE[w][0], edgecolor="black", linewidth=0.6,
-                     label=f"{VERDICT_STYLE[w][2]} {w} ({n})") for w, n in tally.claims.items()]
+                     label=f"{VERDICT_STYLE[w][2]} {w} ({_count(row)})")
+               for w, row in tally.iterrows()]
     handles.append(Patch(facecolor="white", edgecolor="black", linewidth=2.2,
                          hatch=HARDWARE_HATCH, label="hardware-dependent "
                                                      f"({int(tally['hardware-dependent'].sum())})"))
@@ -202,21 +203,44 @@ def verdict_board(table: pd.DataFrame, columns: int = 7) -> Figure:
 
 
 def counts(table: pd.DataFrame) -> pd.DataFrame:
-    """Per verdict word (all four, in `claims.VERDICTS` order): how many claims have it, and how
-    many of those depend on the machine that measured them (`hardware-dependent`)."""
+    """The study's one count: per verdict word (all four, in `claims.VERDICTS` order), how many
+    claims have it, how many of those depend on the machine that measured them
+    (`hardware-dependent`) and how many read the same on any machine (`on any machine`). The
+    board, the counts sentence, the front page and the checked line all print from it."""
     _check_words(table)
     words = pd.Categorical(table.verdict, categories=list(VERDICTS))
     claims = pd.Series(words).value_counts(sort=False)
     hardware = pd.Series(words[table.hardware.ne("").to_numpy()]).value_counts(sort=False)
     out = pd.DataFrame({"claims": claims.to_numpy(), "hardware-dependent": hardware.to_numpy()},
                        index=pd.Index(list(VERDICTS), name="verdict"))
+    out["on any machine"] = out.claims - out["hardware-dependent"]
     return out.astype(int)
 
 
-def counts_sentence(table: pd.DataFrame) -> str:
-    """The counts as one sentence: claims, chapters and each verdict word with its number."""
+def _count(row: pd.Series) -> str:
+    """'28, 2 of them hardware-dependent' or '26': one word's count, as every page prints it."""
+    machine = int(row["hardware-dependent"])
+    return f"{int(row.claims)}" + (f", {machine} of them hardware-dependent" if machine else "")
+
+
+def checked_counts(table: pd.DataFrame) -> str:
+    """The counts as a checked cell may print them (the same on any machine): each word's
+    claims whose verdict does not depend on the machine, then the hardware-dependent total;
+    from `counts`, so they add up to the board's."""
     tally = counts(table)
-    words = [f"{n} {w}" for w, n in tally.claims.items()]
+    words = ", ".join(f"{w} {int(n)}" for w, n in tally["on any machine"].items())
+    return (f"verdict words on any machine: {words}; hardware-dependent: "
+            f"{int(tally['hardware-dependent'].sum())} (each word's count on the board = its "
+            "count here + its hardware-dependent ones)")
+
+
+def counts_sentence(table: pd.DataFrame) -> str:
+    """The counts as one sentence: claims, chapters and each verdict word with its number (and
+    how many of those depend on the machine)."""
+    tally = counts(table)
+    words = [f"{int(row.claims)} {w}" + (f" ({int(row['hardware-dependent'])} of them "
+                                         "hardware-dependent)" if row["hardware-dependent"] else "")
+             for w, row in tally.iterrows()]
     chapters = table.chapter.nunique()
     text = (f"{len(table)} claims, each with one verdict from the {chapters} chapter"
             f"{'s' if chapters != 1 else ''} that tested them: {', '.join(words[:-1])} and "
@@ -231,8 +255,9 @@ def counts_sentence(table: pd.DataFrame) -> str:
 
 
 def first_clause(reason: str) -> str:
-    """The first clause of a verdict's reason: the text up to its first '; ' outside brackets
-    (reasons list their measurements separated by '; ', the headline one first)."""
+    """The first clause of a verdict's reason: the text up to its first '; ' outside brackets.
+    Rules put the clause that carries the verdict first (`claims.Finding`), the measurements
+    after it, so this is what the findings quote."""
     depth = 0
     for i, char in enumerate(reason):
         depth += char in "([{"
