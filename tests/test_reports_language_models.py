@@ -5,11 +5,15 @@ from __future__ import annotations
 import math
 
 import matplotlib
-import pandas as pd
-
-from precisionlab.study.reports import language_models as report
 
 matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+
+from precisionlab.study.reports import language_models as report  # noqa: E402
 
 
 def toy() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -37,14 +41,59 @@ def test_table_and_facts_pair_by_seed_and_show_diverged_runs():
     assert facts["ratio_bf16_mixed"].startswith("3.91 [") and facts["dloss_16_true"] == "diverged"
 
 
-def test_figures_label_their_axes_and_mark_divergence():
-    runs, curves, ratios = toy()
+def finite_points(line) -> list[tuple[float, float]]:
+    x, y = (np.asarray(a, dtype=float) for a in line.get_data())
+    return [(a, b) for a, b in zip(x, y, strict=True) if np.isfinite(a) and np.isfinite(b)]
+
+
+def test_curves_label_their_axes_and_name_the_hardware():
+    runs, curves, _ = toy()
     fig = report.plot_curves(curves, runs, "test machine")
     ax = fig.axes[0]
-    assert "validation loss" in ax.get_ylabel() and ax.get_xlabel() == "optimizer step"
+    assert ax.get_ylabel() == "validation loss (nats per character)"
+    assert ax.get_xlabel() == "optimizer step"
+    assert fig.texts[-1].get_text() == "Measured on: test machine"
+    plt.close(fig)
+
+
+def test_a_diverged_precision_has_no_marker_where_it_has_no_value():
+    runs, curves, _ = toy()  # 16-true is NaN at every evaluation, in every seed
+    fig = report.plot_curves(curves, runs, "test machine")
+    ax = fig.axes[0]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "16-true (diverged in 3 seeds)" in labels and "32-true" in labels
-    fig2 = report.plot_ratios(ratios, "test machine")
-    ax2 = fig2.axes[0]
-    assert "ratio" in ax2.get_ylabel()
-    assert [t.get_text() for t in ax2.get_xticklabels()] == ["bf16-mixed", "16-true"]
+    assert labels == ["32-true", "bf16-mixed", "16-true (diverged at step 10)"]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert finite_points(lines["16-true (diverged at step 10)"]) == []
+    assert len(finite_points(lines["32-true"])) == 2
+    assert not [c for c in ax.collections if c.get_offsets().size and
+                not isinstance(c, PolyCollection)]  # no cross or dot drawn on its own
+    plt.close(fig)
+
+
+def test_a_precision_that_turns_nonfinite_stops_at_its_last_finite_step():
+    runs, curves, _ = toy()
+    bf = curves.precision == "bf16-mixed"
+    curves.loc[bf & (curves.step == 20), "val_loss"] = math.nan  # every seed, from step 20
+    curves.loc[bf & (curves.seed == 2), "val_loss"] = math.nan  # seed 2 from step 10
+    fig = report.plot_curves(curves, runs, "test machine")
+    ax = fig.axes[0]
+    label = "bf16-mixed (diverged at step 10 (seed 2), 20 (seeds 0, 1))"
+    assert label in [t.get_text() for t in ax.get_legend().get_texts()]
+    line = next(x for x in ax.get_lines() if x.get_label() == label)
+    assert [x for x, _ in finite_points(line)] == [10.0]
+    plt.close(fig)
+
+
+def test_ratio_figure_labels_its_log_axis_in_plain_decimals():
+    _, _, ratios = toy()
+    fig = report.plot_ratios(ratios, "test machine")
+    ax = fig.axes[0]
+    assert "ratio" in ax.get_ylabel() and ax.get_xlabel() == "precision"
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["bf16-mixed", "16-true"]
+    assert fig.texts[-1].get_text() == "Measured on: test machine"
+    fig.canvas.draw()
+    lo, hi = ax.get_ylim()
+    shown = [t.get_text() for t in ax.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+    assert len(shown) >= 4 and shown == [f"{float(t):g}" for t in shown]  # plain decimals
+    assert "1" in shown and not any(t.get_text() for t in ax.yaxis.get_minorticklabels())
+    plt.close(fig)

@@ -26,7 +26,9 @@ def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
         noise = [0.0, 0.004, -0.003][seed]
         for r, d in SHIFT.items():
             spec = lp.RECIPE_SPECS[r]
-            v = 2.0 + noise + d + 0.001 * seed
+            # each recipe's own spread about bf16-mixed: paired differences that vary by seed
+            jitter = 0.0 if r == "bf16-mixed" else 0.002 * (seed - 1)
+            v = 2.0 + noise + d + 0.001 * seed + jitter
             runs.append({"seed": seed, "recipe": r, "family": spec.family, "val_loss": v,
                          "diverged": not math.isfinite(v),
                          "stalled": 0.25 if r == "bf16-true" else 0.0})
@@ -60,10 +62,27 @@ def test_curve_figure_has_two_labelled_panels():
     runs, curves, _, _ = tables()
     fig = report.plot_curves(curves, runs, "test machine")
     ax, bx = fig.axes[:2]
-    assert "nats" in ax.get_ylabel() and "step" in ax.get_xlabel()
-    assert "bf16-mixed" in bx.get_ylabel()
+    assert ax.get_ylabel() == "validation loss (nats per character)"
+    assert bx.get_ylabel() == "loss minus bf16-mixed, same seed (nats per character)"
+    assert ax.get_xlabel() == bx.get_xlabel() == "optimizer step"
+    assert fig.texts[-1].get_text() == "Measured on: test machine"
+    plt.close(fig)
+
+
+def test_a_diverged_recipe_has_no_marker_where_it_has_no_value():
+    runs, curves, _, _ = tables()  # 16-true is NaN at every evaluation, in every seed
+    far = runs.recipe == "mxfp4"
+    runs.loc[far, "val_loss"] += 1.0  # finite, but diverged by the rule (far above its pair)
+    fig = report.plot_curves(curves, runs, "test machine")
+    ax, bx = fig.axes[:2]
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert "16-true (diverged)" in labels
+    assert "16-true (diverged at step 10)" in labels and "mxfp4 (diverged)" in labels
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    x, y = lines["16-true (diverged at step 10)"].get_data()
+    assert len(x) == len(y) == 0
+    assert not [c for c in ax.collections if c.get_offsets().size]  # no cross at the top
+    right = [t.get_text() for t in bx.get_legend().get_texts()]
+    assert "16-true" not in right and "mxfp4" not in right and "fp8-current" in right
     plt.close(fig)
 
 
@@ -71,7 +90,13 @@ def test_fp8_figure_and_table():
     _, _, fp8, _ = tables()
     fig = report.plot_fp8_stats(fp8, "test machine")
     assert len(fig.axes) == 6 and "%" in fig.axes[0].get_ylabel()
-    assert all(a.get_xlabel() for a in fig.axes[3:])
+    assert "%" in fig.axes[3].get_ylabel()
+    assert all(a.get_xlabel() == "optimizer step" for a in fig.axes[3:])
+    assert fig.texts[-1].get_text() == "Measured on: test machine"
+    fig.canvas.draw()
+    for a in fig.axes:  # symlog axes in plain decimals, not 10^-2 in mathtext
+        labels = [t.get_text() for t in a.get_yticklabels() if t.get_text()]
+        assert "1" in labels and labels == [f"{float(t):g}" for t in labels]
     plt.close(fig)
     t = report.fp8_table(fp8)
     assert t.loc[("mxfp4", "input"), "underflow, mean (%)"] == "1"
@@ -81,6 +106,7 @@ def test_range_change_figure_and_facts():
     trace = lp.range_change(steps=40, jump_at=4, drop_at=12)
     fig = report.plot_range_change(trace, "test machine")
     assert all("%" in a.get_ylabel() and "step" in a.get_xlabel() for a in fig.axes[:2])
+    assert fig.texts[-1].get_text() == "Measured on: test machine"
     plt.close(fig)
     f = report.range_facts(trace)
     assert f["range_case_0"] == "current" and f["range_sat_0"] == "0 %"

@@ -62,28 +62,14 @@ def quality_table(runs: pd.DataFrame, ratios: pd.DataFrame) -> pd.DataFrame:
 
 def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, hardware: str) -> Figure:
     """Validation loss against training step per precision: mean over seeds with its 95 %
-    interval band; a precision that diverged is marked by crosses at the top edge at the first
-    evaluation whose loss was not finite, and named in the legend."""
+    interval band, drawn only where a seed's loss is finite; a precision whose loss turned
+    non-finite says at which step in its legend entry and has no marker past it (`runs` is
+    kept for the call's shape: the curves carry every evaluation drawn)."""
     fig, ax = plotting.figure(width=7.0, height=4.2)
-    finite = curves[np.isfinite(curves.val_loss.to_numpy(dtype=float))]
-    top = float(finite.val_loss.max()) if len(finite) else 1.0
     for p in dict.fromkeys(curves.precision):
-        c = curves[curves.precision == p]
-        n_bad = int(runs[runs.precision == p].diverged.astype(bool).sum())
-        label = p + (f" (diverged in {n_bad} seeds)" if n_bad else "")
-        color = COLORS.get(p, None)
-        ok = c[np.isfinite(c.val_loss.to_numpy(dtype=float))]
-        if len(ok):
-            s = stats.summarize(ok, "val_loss", "step")
-            marker, line = STYLES.get(p, ("o", "-"))
-            ax.plot(s.step, s["mean"], marker=marker, ls=line, ms=4, color=color, label=label)
-            ax.fill_between(s.step, s.low, s.high, color=color, alpha=0.2, lw=0)
-            label = None
-        bad = c[~np.isfinite(c.val_loss.to_numpy(dtype=float))]
-        if len(bad):
-            first = bad.groupby("seed").step.min()
-            ax.plot(first.to_numpy(), [top] * len(first), "x", ms=8, mew=2, color=color,
-                    label=label)
+        marker, line = STYLES.get(p, ("o", "-"))
+        plotting.plot_steps(ax, curves[curves.precision == p], "val_loss", p, band=True,
+                            marker=marker, ls=line, ms=4, color=COLORS.get(p, None))
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("validation loss (nats per character)")
     ax.legend(fontsize=8)
@@ -108,8 +94,9 @@ def plot_ratios(ratios: pd.DataFrame, hardware: str) -> Figure:
                         fmt="s", color=color, capsize=4)
     ax.axhline(1.0, color="#555555", lw=1, ls="--")
     ax.set_yscale("log")
+    plotting.readable_log(ax)
     ax.set_xticks(range(len(order)), order)
-    ax.set_ylabel("step time / 32-true step time (ratio, log scale)")
+    ax.set_ylabel("step time / 32-true's (ratio, log scale)")
     ax.set_xlabel("precision")
     return plotting.sign(fig, hardware)
 

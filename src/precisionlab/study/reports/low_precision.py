@@ -64,29 +64,18 @@ def _paired_curve(curves: pd.DataFrame, recipe: str) -> pd.DataFrame:
 
 
 def plot_curves(curves: pd.DataFrame, runs: pd.DataFrame, hardware: str) -> Figure:
-    """Left: validation loss against step per recipe (mean over seeds). Right: each recipe's
-    loss minus bf16-mixed's, paired by seed, with its 95 % interval band and the equivalence
-    margin shaded; recipes that diverged are named in the legend, marked by a cross at the top
-    edge at their first non-finite evaluation, and left out of the right."""
+    """Left: validation loss against step per recipe (mean over seeds, drawn only where a
+    seed's loss is finite). Right: each recipe's loss minus bf16-mixed's, paired by seed, with
+    its 95 % interval band and the equivalence margin shaded. A recipe whose loss turned
+    non-finite says at which step in its legend entry and has no marker past it; recipes that
+    diverged (`rules.outcomes`) are named so in the legend and left out of the right."""
     fig, (ax, bx) = plotting.figure(ncols=2, width=11.0, height=4.6)
     out = rules.outcomes(runs)
     diverged = set(out[out.outcome == "diverged"].recipe)
-    finite = curves[np.isfinite(curves.val_loss.to_numpy(dtype=float))]
-    top = float(finite.val_loss.max()) if len(finite) else 1.0
     for r in dict.fromkeys(curves.recipe):
         color, marker, line = style(r)
-        c = curves[curves.recipe == r]
-        label = r + (" (diverged)" if r in diverged else "")
-        ok = c[np.isfinite(c.val_loss.to_numpy(dtype=float))]
-        if len(ok):
-            s = ok.groupby("step").val_loss.mean()
-            ax.plot(s.index, s.to_numpy(), marker=marker, ls=line, ms=3, color=color,
-                    label=label)
-            label = None
-        bad_steps = c.step[~np.isfinite(c.val_loss.to_numpy(dtype=float))]
-        if len(bad_steps):  # one cross at the first evaluation that was not finite
-            ax.scatter([bad_steps.min()], [top], marker="x", s=64, linewidths=2, color=color,
-                       label=label)
+        plotting.plot_steps(ax, curves[curves.recipe == r], "val_loss", r,
+                            diverged=r in diverged, marker=marker, ls=line, ms=3, color=color)
         if r == BASELINE or r in diverged:
             continue
         p = _paired_curve(curves, r)
@@ -133,6 +122,7 @@ def plot_fp8_stats(fp8: pd.DataFrame, hardware: str) -> Figure:
         axes[1][j].set_xlabel("optimizer step")
         for i in range(2):
             axes[i][j].set_yscale("symlog", linthresh=0.01)
+            plotting.readable_log(axes[i][j])
     axes[0][0].set_ylabel("flushed to zero (% of nonzero)")
     axes[1][0].set_ylabel("saturated (% of nonzero)")
     axes[0][0].legend(fontsize=7)
