@@ -64,12 +64,37 @@ def test_encoder_parity_and_nearest_neighbours(minilm):
     assert torch.allclose(e.norm(dim=-1), torch.ones(6), atol=1e-5)
 
 
-def test_latency_ratios_fp32_is_one():
+def test_latency_keeps_every_round_with_its_paired_speedup():
     calls = {"fp32": lambda: torch.ones(64, 64) @ torch.ones(64, 64),
              "bf16-pure": lambda: torch.ones(64, 64, dtype=torch.bfloat16).sum()}
-    t = inf.latency(calls, repeats=5, warmup=0)
-    r = t.set_index("precision")
-    assert r.speedup["fp32"] == 1.0 and (t.median_s > 0).all()
+    t = inf.latency(calls, repeats=6, warmup=1)
+    assert list(t.columns) == ["precision", "round", "seconds", "speedup"]
+    assert len(t) == 12 and sorted(set(t["round"])) == list(range(6)) and (t.seconds > 0).all()
+    ref = t[t.precision == "fp32"].set_index("round").seconds
+    assert (t[t.precision == "fp32"].speedup == 1.0).all()
+    low = t[t.precision == "bf16-pure"].set_index("round")
+    assert low.speedup.to_dict() == pytest.approx((ref / low.seconds).to_dict())
+    with pytest.raises(ValueError, match="fp32"):
+        inf.latency({"bf16-pure": calls["bf16-pure"]})
+
+
+def test_latency_summary_gives_medians_spreads_and_ratio_intervals():
+    rows = [{"model": m, "precision": p, "round": r, "seconds": s, "speedup": 1.0 if
+             p == "fp32" else x}
+            for m in ("smollm2", "minilm") for r, (s, x) in enumerate(
+                [(1.0, 1.8), (2.0, 2.2), (3.0, 2.0), (4.0, 2.0)]) for p in ("fp32", "bf16-pure")]
+    t = inf.latency_summary(pd.DataFrame(rows)).set_index(["model", "precision"])
+    assert list(t.index) == [("smollm2", "fp32"), ("smollm2", "bf16-pure"),
+                             ("minilm", "fp32"), ("minilm", "bf16-pure")]
+    r = t.loc[("smollm2", "bf16-pure")]
+    assert r.median_s == 2.5 and r.iqr_over_median == pytest.approx(1.5 / 2.5)
+    assert r.speedup == pytest.approx((1.8 * 2.2 * 2.0 * 2.0) ** 0.25)  # geometric mean
+    assert r.speedup_low < r.speedup < r.speedup_high and r["rounds"] == 4
+    ref = t.loc[("minilm", "fp32")]
+    assert ref.speedup == ref.speedup_low == ref.speedup_high == 1.0
+    alone = inf.latency_summary(pd.DataFrame(rows).drop(columns="model").head(2))
+    assert list(alone.precision) == ["fp32", "bf16-pure"] and alone["rounds"].tolist() == [1, 1]
+    assert alone.speedup_low.isna().all()  # one round: no interval
 
 
 @pytest.mark.slow

@@ -3,6 +3,8 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
 
 from precisionlab.study.reports import inference as report  # noqa: E402
 
@@ -34,17 +36,34 @@ def test_tables():
 
 def speed():
     return pd.DataFrame([{"model": m, "precision": p, "median_s": s, "iqr_over_median": 0.1,
-                          "ratio_to_fp32": s, "speedup": 1 / s}
+                          "speedup": 1 / s, "speedup_low": 0.9 / s, "speedup_high": 1.1 / s,
+                          "rounds": 7}
                          for m in ("smollm2", "minilm") for p, s in [("fp32", 1.0),
-                                                                     ("bf16-pure", 2.0)]])
+                                                                     ("bf16-autocast", 2.0)]])
 
 
 def test_speed_table_and_figure():
     t = report.speed_table(speed(), report.fidelity(causal(), encoder()))
     assert list(t["speed-up over fp32"][:2]) == ["1.00x", "0.50x"]
+    assert list(t["95 % interval"][:2]) == ["[0.90, 1.10]", "[0.45, 0.55]"]
     fig = report.plot_speed(speed(), "test machine")
     axes = fig.axes
-    assert len(axes) == 2 and "speed-up" in axes[0].get_xlabel()
+    assert len(axes) == 2 and "speed-up over fp32 (x" in axes[0].get_xlabel()
+    assert axes[0].get_ylabel() == "precision"
+    assert any("test machine" in t.get_text() for t in fig.texts)  # the hardware line
+    bars = [c for c in axes[0].containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1
+    segments = bars[0].lines[2][0].get_segments()  # one horizontal error bar per precision
+    assert [tuple(s[:, 0]) for s in segments] == [pytest.approx((0.9, 1.1)),
+                                                  pytest.approx((0.45, 0.55))]
+    labels = [t.get_text() for t in axes[0].get_yticklabels()]
+    assert labels == ["fp32", "bf16-autocast"]
+
+
+def test_speed_figure_draws_a_bar_without_an_interval_for_one_round():
+    one = speed().assign(speedup_low=float("nan"), speedup_high=float("nan"), rounds=1)
+    fig = report.plot_speed(one, "test machine")
+    assert len(fig.axes) == 2
 
 
 def test_outlier_figures_and_facts():

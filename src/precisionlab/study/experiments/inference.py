@@ -12,12 +12,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
 from precisionlab import bench, memory, validate
 from precisionlab import pretrained as pre
+from precisionlab.study import stats
 from precisionlab.study.designs import INT8
 from precisionlab.validate import one_of
 
@@ -137,14 +139,37 @@ def _nearest(e: torch.Tensor) -> torch.Tensor:
     return sim.argmax(-1)
 
 
-def latency(calls: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+def latency(calls: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 1,
             device: str = "cpu") -> pd.DataFrame:
-    """Median seconds per precision and its speed-up over fp32 (fp32's median / its median),
-    all timed interleaved in one run (`bench.interleaved`)."""
-    times = bench.interleaved(calls, repeats, warmup, device)
-    r = bench.ratios(times, "fp32").reset_index(names="precision")
-    r["speedup"] = 1 / r["ratio_to_fp32"]
-    return r
+    """Per timed round and precision: seconds, and the speed-up over fp32 paired within the
+    round (fp32's seconds in that round over this precision's). Every precision runs once per
+    round, after `warmup` untimed rounds (`bench.interleaved`), so drift hits them alike and the
+    rounds give the ratios' spread."""
+    if "fp32" not in calls:
+        raise ValueError(f"calls: needs 'fp32', the reference; got {', '.join(calls)}")
+    t = bench.interleaved(calls, repeats, warmup, device).rename(
+        columns={"candidate": "precision", "repeat": "round"})
+    ref = t[t.precision == "fp32"].set_index("round").seconds
+    t["speedup"] = t["round"].map(ref) / t.seconds
+    return t[["precision", "round", "seconds", "speedup"]]
+
+
+def latency_summary(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Per model (when `rounds` has that column) and precision, from `latency`'s rounds: median
+    seconds and IQR / median, and the speed-up over fp32 as the geometric mean of the paired
+    per-round ratios with its 95 % interval (`stats.interval` of their logs, exponentiated:
+    ratios multiply, so their logs are averaged). Beyond noise means the interval excludes 1."""
+    keys = ["model", "precision"] if "model" in rounds.columns else ["precision"]
+    rows = []
+    for key, part in rounds.groupby(keys, sort=False):
+        s = part.seconds
+        iv = stats.interval(np.log(part.speedup.to_numpy(dtype=float)))
+        rows.append({**dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True)),
+                     "median_s": float(s.median()),
+                     "iqr_over_median": float((s.quantile(0.75) - s.quantile(0.25)) / s.median()),
+                     "speedup": math.exp(iv.mean), "speedup_low": math.exp(iv.low),
+                     "speedup_high": math.exp(iv.high), "rounds": iv.n})
+    return pd.DataFrame(rows)
 
 
 def causal_calls(models: dict[str, nn.Module], ids: torch.Tensor, device: str = "cpu"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 
 from precisionlab.study import plotting, stats
 from precisionlab.study.claims import sig2
@@ -49,28 +50,47 @@ def fidelity(causal: pd.DataFrame, encoder: pd.DataFrame, lm: str = "smollm2",
 
 
 def speed_table(speed: pd.DataFrame, fid: pd.DataFrame) -> pd.DataFrame:
-    """Speed-ups beside fidelity, for display."""
+    """Speed-ups with their 95 % intervals (`experiments.inference.latency_summary`) beside
+    fidelity, for display."""
     t = speed.merge(fid, on=["model", "precision"], how="left")
     return pd.DataFrame({"model": t.model, "precision": t.precision,
                          "median (ms)": (t.median_s * 1e3).map(lambda x: f"{x:.1f}"),
-                         "speed-up over fp32": t.speedup.map(lambda x: f"{x:.2f}x"),
                          "IQR / median": t.iqr_over_median.map(lambda x: f"{x:.2f}"),
+                         "speed-up over fp32": t.speedup.map(lambda x: f"{x:.2f}x"),
+                         "95 % interval": [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in
+                                           zip(t.speedup_low, t.speedup_high, strict=True)],
+                         "rounds": t["rounds"],
                          "mean KL (nats)": t.kl.map(lambda x: "" if pd.isna(x) else f"{x:.2g}"),
                          "mean cosine": t.cosine.map(
                              lambda x: "" if pd.isna(x) else f"{x:.6f}")})
 
 
 def plot_speed(speed: pd.DataFrame, hardware: str) -> Figure:
-    """Speed-up over fp32 per precision, one panel per model."""
+    """Speed-up over fp32 per precision with its 95 % interval over timed rounds, one panel per
+    model; the autocast (mixed) precisions, which decide LLM-6, in their own colour."""
     models = list(dict.fromkeys(speed.model))
-    fig, axes = plotting.figure(ncols=len(models), width=4.0 * len(models), squeeze=False)
+    fig, axes = plotting.figure(ncols=len(models), width=3.6 * len(models) + 2.0, squeeze=False)
+    colours = {"reference (fp32)": "#999999",
+               "autocast: mixed precision, decides": plotting.PALETTE[0],
+               "other recipes, reported only": plotting.PALETTE[1]}
+    ref, mixed, other = colours.values()
     for ax, model in zip(axes[0], models, strict=True):
-        part = speed[speed.model == model]
-        ax.barh(part.precision, part.speedup, color="#4c72b0")
+        part = speed[speed.model == model].reset_index(drop=True)
+        y = list(range(len(part)))
+        ax.barh(y, part.speedup, color=[ref if p == "fp32" else mixed if p.endswith("-autocast")
+                                        else other for p in part.precision])
+        # NaN bounds (a single round) draw no interval: the bar stands alone.
+        err = [(part.speedup - part.speedup_low).fillna(0),
+               (part.speedup_high - part.speedup).fillna(0)]
+        ax.errorbar(part.speedup, y, xerr=err, fmt="none", ecolor="black", capsize=3, lw=1)
+        ax.set_yticks(y, part.precision)
+        ax.invert_yaxis()  # the table's order, top down
         ax.axvline(1.0, color="black", lw=0.8)
-        ax.set_xlabel("speed-up over fp32 (x, median time ratio)")
+        ax.set_xlabel("speed-up over fp32 (x, 95 % interval)")
         ax.set_ylabel("precision")
         ax.set_title(model)
+    axes[0][-1].legend(handles=[Patch(color=c, label=k) for k, c in colours.items()],
+                       loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8)
     return plotting.sign(fig, hardware)
 
 
@@ -124,7 +144,7 @@ def memory_facts(kv: int, per_unit: float, recipes: pd.DataFrame) -> dict[str, s
 
 def int8_text(speed: pd.DataFrame, fid: pd.DataFrame) -> str:
     """The sentence on dynamic int8: its speed-up on each model (`speed`, from
-    `experiments.inference.latency` with a `model` column) against what it does to the answers
+    `experiments.inference.latency_summary`) against what it does to the answers
     (`fid`, from `fidelity`), or that it was not timed on this device."""
     i8 = speed[speed.precision == INT8].set_index("model").speedup
     if i8.empty:

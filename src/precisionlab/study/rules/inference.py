@@ -1,65 +1,102 @@
 """Rule for LLM-6 (mixed precision gives fast inference for Transformer and BERT models), on
-real pretrained models: speed-ups over fp32 measured in one run, beside output fidelity.
+real pretrained models: speed-ups over fp32 timed in interleaved rounds of one run, beside
+output fidelity.
 
-Speed belongs to the machine that measured it, so the finding carries the hardware line and a
-chapter records it in an unchecked cell.
+Mixed precision is autocast (fp32 weights, 16-bit matmuls): the '-autocast' precisions decide.
+Pure 16-bit casts and int8 are other recipes; the reason reports them, they never decide.
+"Faster" is the book's one noise rule applied to the paired per-round speed-ups: the 95 %
+interval of their logs excludes 0. Speed belongs to the machine that measured it, so the finding
+carries the hardware line and a chapter records it in an unchecked cell.
 """
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pandas as pd
 
+from precisionlab.study import stats
 from precisionlab.study.claims import Finding, sig2
 
-# "Fast inference" means a gain a user notices: at least 1.2x fp32's speed, well beyond the few
-# per cent by which interleaved medians scatter on a shared machine.
+# "Fast inference" means a gain a user notices: at least 1.2x fp32's speed (geometric mean of the
+# paired per-round ratios), and faster beyond noise.
 LLM6_FAST = 1.2
-# Slower means below 0.95x of fp32's speed: a smaller shortfall is not told apart from a tie.
-LLM6_SLOWER = 0.95
 # A 16-bit result is faithful when the mean KL of next-token distributions from fp32 is at most
 # 0.01 nats (llama.cpp's quantizations of this size class sit near 0.01-0.1; 16-bit is expected
 # far below) or, for an encoder, when the mean embedding cosine to fp32 is at least 0.999
 # (nearest neighbours then practically never change).
 LLM6_MAX_KL = 0.01
 LLM6_MIN_COSINE = 0.999
+# An interval needs at least two timed rounds; with fewer the rule cannot judge noise.
+MIN_ROUNDS = 2
+MIXED = "-autocast"  # the suffix of the precisions the claim is about
 
 
-def llm6(speed: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
+def speedup_interval(rounds: pd.DataFrame, model: str, precision: str) -> stats.Interval:
+    """The 95 % interval of the natural log of `precision`'s per-round speed-ups over fp32 on
+    `model` (ratios multiply, so their logs are averaged; above 0 beyond noise: faster)."""
+    part = rounds[(rounds.model == model) & (rounds.precision == precision)]
+    if part.empty:
+        raise ValueError(f"rounds: no rows for model {model!r} and precision {precision!r}")
+    return stats.interval(np.log(part.speedup.to_numpy(dtype=float)))
+
+
+def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
          evidence: str = "tbl-llm6") -> Finding:
-    """LLM-6 from `speed` (columns model, precision, speedup = fp32's median time over this
-    precision's, one run per model) and `fidelity` (columns model, precision, kl and/or cosine;
-    NaN where a metric does not apply). Mixed (16-bit) precisions are those with 'bf16' or
-    'fp16' in their name; others (e.g. int8) are reported, never decide.
+    """LLM-6 from `rounds` (columns model, precision, round, speedup: fp32's seconds in that
+    round over this precision's, as `experiments.inference.latency` times them) and `fidelity`
+    (columns model, precision, kl and/or cosine; NaN where a metric does not apply).
 
-    supported: at every model some 16-bit precision runs >= LLM6_FAST x fp32 and is faithful;
-    refuted: at every model every 16-bit precision is slower than fp32 (< LLM6_SLOWER);
-    nuanced: in between (fast on some model or some precision only, or fast but unfaithful);
-    not testable here: no 16-bit precision was timed."""
-    sixteen = speed[speed.precision.str.contains("bf16|fp16")]
-    if sixteen.empty:
-        return Finding("LLM-6", "not testable here", "no 16-bit precision was timed on this "
-                       "device", evidence, hardware)
+    An autocast precision is *fast* on a model when its speed-up (geometric mean over rounds) is
+    at least LLM6_FAST, its interval lies above 1 and its outputs are faithful. supported: every
+    autocast precision is fast on every model; refuted: no autocast precision is faster than
+    fp32 beyond noise on any model; nuanced: in between; not testable here: no autocast precision
+    was timed, or with fewer than MIN_ROUNDS rounds."""
+    need = {"model", "precision", "round", "speedup"} - set(rounds.columns)
+    if need:
+        raise ValueError(f"rounds: needs the columns {', '.join(sorted(need))} (per-round "
+                         "speed-ups, from experiments.inference.latency)")
+    models = list(dict.fromkeys(rounds.model))
+    mixed = [p for p in dict.fromkeys(rounds.precision) if p.endswith(MIXED)]
+    if not mixed:
+        return Finding("LLM-6", "not testable here", "no autocast (mixed) precision was timed on "
+                       "this device", evidence, hardware)
+    counts = rounds.groupby(["model", "precision"]).size()
+    few = [f"{m} {p}" for (m, p), n in counts.items() if p.endswith(MIXED) and n < MIN_ROUNDS]
+    if few:
+        return Finding("LLM-6", "not testable here", f"fewer than {MIN_ROUNDS} timed rounds for "
+                       f"{', '.join(few)}: noise cannot be judged", evidence, hardware)
     fid = fidelity.set_index(["model", "precision"])
-    models = list(dict.fromkeys(speed.model))
-    fast_ok, all_slow, parts = [], [], []
-    for model in models:
-        rows = sixteen[sixteen.model == model]
-        good = False
-        for r in rows.itertuples():
-            f = fid.loc[(model, r.precision)] if (model, r.precision) in fid.index else None
-            faithful = f is not None and _faithful(f)
-            good |= bool(r.speedup >= LLM6_FAST and faithful)
-        fast_ok.append(good)
-        all_slow.append(bool(len(rows)) and bool((rows.speedup < LLM6_SLOWER).all()))
-        desc = ", ".join(f"{r.precision} {sig2(r.speedup)}x" for r in
-                         speed[(speed.model == model) & (speed.precision != "fp32")].itertuples())
-        parts.append(f"{model}: {desc}")
-    if all(fast_ok):
+    pairs = dict.fromkeys(zip(rounds.model, rounds.precision, strict=True))  # table order
+    ivs = {(m, p): speedup_interval(rounds, m, p) for m, p in pairs if p != "fp32"}
+
+    def is_fast(model: str, precision: str) -> bool:
+        iv = ivs.get((model, precision))  # None: not timed on this model
+        return (iv is not None and iv.low > 0 and math.exp(iv.mean) >= LLM6_FAST
+                and (model, precision) in fid.index and _faithful(fid.loc[(model, precision)]))
+
+    fast = {(m, p): is_fast(m, p) for m in models for p in mixed}
+    faster = [k for k in fast if k in ivs and ivs[k].low > 0]
+    if all(fast.values()):
         verdict = "supported"
-    elif all(all_slow):
+    elif not faster:
         verdict = "refuted"
     else:
         verdict = "nuanced"
+    others = [p for p in dict.fromkeys(rounds.precision) if p != "fp32" and p not in mixed]
+    head = (f"autocast, the mixed precision claimed, was fast (>= {sig2(LLM6_FAST)}x fp32's "
+            f"speed, faster beyond noise, faithful) in {sum(fast.values())} of {len(fast)} "
+            f"model-precision pairs: " + ", ".join(_pace(p, ivs, models) for p in mixed))
+    parts = [head]
+    if others:
+        parts.append("also measured, not mixed precision and not deciding: "
+                     + ", ".join(_pace(p, ivs, models) for p in others))
+    n_rounds = span_text(int(counts.min()), int(counts.max()))
+    detail = "; ".join(f"{m}: " + ", ".join(f"{p} {_interval(iv)}" for (mm, p), iv in ivs.items()
+                                            if mm == m) for m in models)
+    parts.append(f"speed-up over fp32, geometric mean of {n_rounds} paired per-round ratios "
+                 f"[95 % interval], per model: {detail}")
     fids = []
     for (model, p), f in fid.iterrows():
         if p == "fp32":
@@ -68,10 +105,33 @@ def llm6(speed: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
             fids.append(f"{model} {p} KL {sig2(f['kl'])}")
         elif "cosine" in f and pd.notna(f["cosine"]):
             fids.append(f"{model} {p} 1-cos {sig2(1 - f['cosine'])}")
-    reason = (f"speed-up over fp32 (one run each; fast >= {sig2(LLM6_FAST)}x): "
-              + "; ".join(parts) + f"; fidelity (faithful: KL <= {sig2(LLM6_MAX_KL)} nats or "
-              f"cosine >= {LLM6_MIN_COSINE}): " + ", ".join(fids))
-    return Finding("LLM-6", verdict, reason, evidence, hardware)
+    parts.append(f"fidelity (faithful: KL <= {sig2(LLM6_MAX_KL)} nats or cosine >= "
+                 f"{LLM6_MIN_COSINE}): " + (", ".join(fids) or "not measured"))
+    return Finding("LLM-6", verdict, "; ".join(parts), evidence, hardware)
+
+
+def _pace(precision: str, ivs: dict[tuple[str, str], stats.Interval], models: list[str]) -> str:
+    """'bf16-autocast 1.2-1.4x (faster beyond noise on 2 of 2 models, slower on 0)': one
+    precision's speed-ups over the models, with both counts, the unwelcome one included."""
+    got = [ivs[m, precision] for m in models if (m, precision) in ivs]
+    ratio = span_text(*(sig2(f(math.exp(iv.mean) for iv in got)) for f in (min, max)))
+    faster = sum(iv.low > 0 for iv in got)
+    slower = sum(iv.high < 0 for iv in got)
+    untimed = len(models) - len(got)
+    text = (f"{precision} {ratio}x (faster beyond noise on {faster} of {len(models)} models, "
+            f"slower on {slower}")
+    return text + (f", not timed on {untimed})" if untimed else ")")
+
+
+def _interval(iv: stats.Interval) -> str:
+    """'1.4x [1.3, 1.5]': a log-ratio interval as ratios."""
+    return (f"{sig2(math.exp(iv.mean))}x [{sig2(math.exp(iv.low))}, "
+            f"{sig2(math.exp(iv.high))}]")
+
+
+def span_text(lo: object, hi: object) -> str:
+    """'lo' when both ends read alike, else 'lo-hi'."""
+    return f"{lo}" if f"{lo}" == f"{hi}" else f"{lo}-{hi}"
 
 
 def _faithful(f: pd.Series) -> bool:
