@@ -1,6 +1,8 @@
 """The Q-2, Q-5, MP-7, MP-17 and MP-21 rules reach every verdict they can return, on small
 hand-made tables."""
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -52,55 +54,126 @@ def test_q2_reason_states_range():
     assert "0.35-4.1x as fast as fp32" in f.reason and "1 of 2" in f.reason
 
 
+def test_q2_leads_with_what_carries_the_word_and_names_the_slower_int8_paths():
+    slow = pd.DataFrame([{"width": 512, "batch": 64, "candidate": "int8 eager", "speedup_vs_fp32":
+                          0.2}, {"width": 1024, "batch": 64, "candidate": "int8 eager",
+                                 "speedup_vs_fp32": 0.5}])
+    f = rules.q2(stored(), pd.concat([latency(0.35, 4.1), slow]), INT8, HW)
+    assert f.reason.startswith("int8 stores 3.8x smaller, but ran at least 1.8x as fast as fp32 "
+                               "in only 1 of 2 cases; ")
+    assert "other int8 path int8 eager: 0.2-0.5x" in f.reason
+    assert rules.q2(stored(), latency(0.5, 0.9), INT8, HW).reason.startswith(
+        "int8 was never faster than fp32; ")
+
+
 SIZES = [("MLP", 256), ("MLP", 1024), ("transformer", 1)]
 
 
-def mp7_tables(speedups, totals, acts=(0.8, 0.8, 0.8)):
-    """One mixed precision: its speed-up and its total/activation bytes as fractions of 32-true."""
-    speed, mem = [], []
-    for (family, size), s, t, a in zip(SIZES, speedups, totals, acts, strict=True):
-        if s is not None:
-            speed.append({"family": family, "size": size, "precision": "bf16-mixed", "speedup": s})
-        speed.append({"family": family, "size": size, "precision": "32-true", "speedup": 1.0})
-        mem.append({"family": family, "size": size, "precision": "32-true",
-                    "activation_bytes": 1000, "total_bytes": 4000})
-        mem.append({"family": family, "size": size, "precision": "bf16-mixed",
-                    "activation_bytes": int(1000 * a), "total_bytes": int(4000 * t)})
-    return pd.DataFrame(speed), pd.DataFrame(mem)
+SEED_JITTER = (-1.0, 0.0, 1.0)  # each seed's log speed-up around the recipe's centre
 
 
-@pytest.mark.parametrize("speedups, totals, verdict", [
-    ((2.0, 3.0, 1.6), (0.6, 0.7, 0.8), "supported"),
-    ((0.72, 0.92, 0.8), (0.7, 0.8, 1.1), "refuted"),  # slower at every size
-    ((2.0, 3.0, 1.6), (0.95, 1.0, 1.1), "refuted"),  # no memory saved anywhere
-    ((0.8, 0.9, 0.85), (0.7, 0.7, 0.7), "refuted"),  # memory saved, but slower everywhere
-    ((1.0, 1.2, 1.0), (0.7, 0.7, 0.7), "nuanced"),  # memory saved, no speed-up
-    ((2.0, 3.0, 0.8), (0.7, 0.7, 0.7), "nuanced"),  # fast at some sizes only
-    ((2.0, 3.0, None), (0.7, 0.7, 0.7), "nuanced"),  # too slow to time at one size
+def mp7_tables(recipes: dict[str, tuple[float | None, ...]], totals, acts=(0.8, 0.8, 0.8),
+               spread: float = 0.02, seeds: int = 3):
+    """Per recipe its speed-up at each size (None: too slow to time), seeds scattered by
+    `spread` in log units; every recipe holds `totals` / `acts` of 32-true's bytes. Returns the
+    summary (median, lo, hi over seeds), the memory and the per-seed tables."""
+    jitter = SEED_JITTER[:seeds] if seeds < 3 else SEED_JITTER
+    speed, mem, per_seed = [], [], []
+    for i, ((family, size), t, a) in enumerate(zip(SIZES, totals, acts, strict=True)):
+        key = {"family": family, "size": size}
+        mem.append({**key, "precision": "32-true", "activation_bytes": 1000, "total_bytes": 4000})
+        speed.append({**key, "precision": "32-true", "speedup": 1.0, "lo": 1.0, "hi": 1.0})
+        per_seed += [{**key, "seed": k, "precision": "32-true", "speedup": 1.0}
+                     for k in range(len(jitter))]
+        for p, sp in recipes.items():
+            mem.append({**key, "precision": p, "activation_bytes": int(1000 * a),
+                        "total_bytes": int(4000 * t)})
+            if sp[i] is None:
+                continue
+            values = [sp[i] * math.exp(spread * z) for z in jitter]
+            speed.append({**key, "precision": p, "speedup": sorted(values)[len(values) // 2],
+                          "lo": min(values), "hi": max(values)})
+            per_seed += [{**key, "seed": k, "precision": p, "speedup": v}
+                         for k, v in enumerate(values)]
+    return pd.DataFrame(speed), pd.DataFrame(mem), pd.DataFrame(per_seed)
+
+
+def mp7(recipes, totals, by_seed: bool = True, **kw):
+    speed, mem, per_seed = mp7_tables(recipes, totals, **kw)
+    return rules.mp7(speed, mem, HW, per_seed=per_seed if by_seed else None)
+
+
+CUT = (0.7, 0.7, 0.7)
+
+
+@pytest.mark.parametrize("by_seed", [True, False])
+@pytest.mark.parametrize("recipes, totals, verdict", [
+    ({"bf16-mixed": (2.0, 3.0, 1.6), "16-mixed": (1.8, 2.0, 1.7)}, (0.6, 0.7, 0.8), "supported"),
+    ({"bf16-mixed": (0.72, 0.92, 0.8), "16-mixed": (0.2, 0.3, 0.4)}, (0.7, 0.8, 1.1),
+     "refuted"),  # every recipe slower at every size
+    ({"bf16-mixed": (1.0, 1.0, 1.0)}, CUT, "refuted"),  # never faster: a tie is no speed-up
+    ({"bf16-mixed": (2.0, 3.0, 1.6)}, (0.95, 1.0, 1.1), "refuted"),  # no memory saved anywhere
+    ({"bf16-mixed": (1.6, 2.0, 1.7), "16-mixed": (0.8, 0.75, 0.9)}, CUT,
+     "nuanced"),  # one recipe greatly faster, the other slower at every size
+    ({"bf16-mixed": (1.04, 1.2, 1.45)}, CUT, "nuanced"),  # faster, never by 1.5x
+    ({"bf16-mixed": (2.0, 3.0, 0.8)}, CUT, "nuanced"),  # fast at some sizes only
+    ({"bf16-mixed": (2.0, 3.0, None)}, CUT, "nuanced"),  # too slow to time at one size
+    ({"bf16-mixed": (2.0, 3.0, 1.6)}, (0.7, 0.7, 0.95), "nuanced"),  # memory cut at some sizes
 ])
-def test_mp7_verdicts(speedups, totals, verdict):
-    f = rules.mp7(*mp7_tables(speedups, totals), HW)
+def test_mp7_verdicts(recipes, totals, verdict, by_seed):
+    f = mp7(recipes, totals, by_seed)
     assert f.verdict == verdict and f.hardware == HW and f.claim == "MP-7"
 
 
-def test_mp7_reason_says_slower_at_every_size_with_range():
-    f = rules.mp7(*mp7_tables((0.72, 0.92, 0.8), (0.7, 0.8, 1.1), acts=(0.64, 0.98, 2.5)), HW)
-    assert "slower than 32-true at every one of 3 model sizes (0.72-0.92x" in f.reason
-    assert "0.7-1.1x of 32-true's bytes" in f.reason and "cut to <= 0.9x at 2 of 3" in f.reason
-    assert "saved activations 0.64-2.5x" in f.reason and "weight copies" in f.reason
+@pytest.mark.parametrize("by_seed", [True, False])
+def test_mp7_a_gain_within_the_seeds_noise_is_not_faster(by_seed):
+    recipes = {"bf16-mixed": (1.6, 1.6, 1.6)}
+    assert mp7(recipes, CUT, by_seed, spread=0.02).verdict == "supported"
+    noisy = mp7(recipes, CUT, by_seed, spread=0.6)  # seeds from 0.88x to 2.9x
+    assert noisy.verdict == "refuted" and "faster beyond noise at 0 of 3" in noisy.reason
+
+
+def test_mp7_not_testable_with_one_seed():
+    for by_seed in (True, False):
+        f = mp7({"bf16-mixed": (2.0, 2.0, 2.0)}, CUT, by_seed, seeds=1)
+        assert f.verdict == "not testable here" and "1 seed(s)" in f.reason
+
+
+def test_mp7_reason_judges_each_recipe_with_the_unwelcome_part_first():
+    """The published AMX Xeon run: 16-mixed slower than 32-true at every size; picking the best
+    recipe per size had hidden it."""
+    f = mp7({"bf16-mixed": (1.1, 1.6, 0.9), "16-mixed": (0.75, 0.9, 0.8)}, (0.7, 0.8, 1.1),
+            acts=(0.64, 0.98, 2.5))
+    assert f.verdict == "nuanced"
+    head = f.reason.split("; ")[0]  # the clause that carries the verdict
+    assert head.startswith("each mixed-precision recipe against 32-true over 3 model sizes "
+                           "(beyond noise: 95 % interval over 3 seeds excludes 1): ")
+    assert ("bf16-mixed ran 0.9-1.6x the step speed of 32-true (faster beyond noise at 2 of 3 "
+            "sizes, >= 1.5x at 1, slower at 1)") in head
+    assert ("16-mixed ran 0.75-0.9x the step speed of 32-true (faster beyond noise at 0 of 3 "
+            "sizes, >= 1.5x at 0, slower at 3)") in head
+    assert "memory cut to <= 0.9x of 32-true's bytes at 2 of 3 sizes (bf16-mixed)" in head
+    assert ("bf16-mixed and 16-mixed: whole step 0.7-1.1x of 32-true's bytes, saved "
+            "activations 0.64-2.5x") in f.reason
+    assert "weight copies" in f.reason
 
 
 def test_mp7_reason_counts_sizes_too_slow_to_time():
-    f = rules.mp7(*mp7_tables((0.2, None, None), (0.7, 0.8, 1.1)), HW)
-    assert f.verdict == "refuted"
-    assert "sizes (0.2x the speed of 32-true, at the 1 timed); too slow to time at the other 2" \
-        in f.reason
+    f = mp7({"bf16-mixed": (1.3, 1.4, 1.3), "16-mixed": (0.2, None, None)}, (0.7, 0.8, 1.1))
+    assert f.verdict == "nuanced"
+    assert ("16-mixed ran 0.2x the step speed of 32-true at 1 timed sizes (faster beyond noise "
+            "at 0 of 3 sizes, >= 1.5x at 0, slower at 3: too slow to time at 2)") in f.reason
+    never = mp7({"16-mixed": (None, None, None)}, CUT)
+    assert never.verdict == "refuted" and "16-mixed was too slow to time at every size" \
+        in never.reason
 
 
-def test_mp7_needs_a_mixed_precision():
-    speed, mem = mp7_tables((2.0, 2.0, 2.0), (0.5, 0.5, 0.5))
+def test_mp7_needs_a_mixed_precision_and_a_spread():
+    speed, mem, _ = mp7_tables({"bf16-mixed": (2.0, 2.0, 2.0)}, (0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match="mixed precision"):
         rules.mp7(speed, mem[mem.precision == "32-true"], HW)
+    with pytest.raises(ValueError, match="lo and hi"):
+        rules.mp7(speed.drop(columns=["lo", "hi"]), mem, HW)
 
 
 # Q-5 ------------------------------------------------------------------------------------------

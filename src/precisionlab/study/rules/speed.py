@@ -11,9 +11,12 @@ side by side in one run, and a chapter records the finding with the hardware nam
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
+from precisionlab.study import stats
 from precisionlab.study.claims import Finding, sig2
 
 # Q-2 ------------------------------------------------------------------------------------------
@@ -69,82 +72,150 @@ def q2(stored: pd.DataFrame, latency: pd.DataFrame, int8: str, hardware: str,
     else:
         verdict = "nuanced"
     cells = latency[latency.candidate == int8]
-    reason = (f"{store}; {int8} ran {span(speed)}x as fast as fp32, at least {sig2(bar)}x "
-              f"in "
-              f"{at_bar} of {len(speed)} (width, batch) cases (widths "
+    head = {"supported": f"int8 stores {sig2(1 / r32)}x smaller and ran at least {sig2(bar)}x "
+                         "as fast as fp32 in every case",
+            "refuted": ("int8 was never faster than fp32" if never_faster else
+                        f"int8 storage gains less than {sig2(bar)}x"),
+            "nuanced": f"int8 stores {sig2(1 / r32)}x smaller, but ran at least {sig2(bar)}x as "
+                       f"fast as fp32 in only {at_bar} of {len(speed)} cases"}[verdict]
+    others = latency[latency.candidate.str.startswith("int8") & (latency.candidate != int8)]
+    other_text = "; ".join(f"other int8 path {name}: {span(part.speedup_vs_fp32.dropna())}x"
+                           for name, part in others.groupby("candidate", sort=False)
+                           if part.speedup_vs_fp32.notna().any())
+    reason = (f"{head}; {store}; {int8} ran {span(speed)}x as fast as fp32, at least "
+              f"{sig2(bar)}x in {at_bar} of {len(speed)} (width, batch) cases (widths "
               f"{', '.join(map(str, sorted(cells.width.unique())))}; batches "
               f"{', '.join(map(str, sorted(cells.batch.unique())))})"
-              + (": never faster than fp32" if never_faster else "")
-              + ("" if store_ok else f": storage gains less than {sig2(bar)}x") + " (tbl-latency)")
+              + (f"; {other_text}" if other_text else "") + " (tbl-latency)")
     return Finding("Q-2", verdict, reason, evidence, hardware)
 
 
 # MP-7 -----------------------------------------------------------------------------------------
 MP7_FAST = 1.5  # "greatly speeds up": at least 1.5x, far beyond how repeated timings scatter
-# Slower means a step speed below 0.95x of 32-true: repeated interleaved timings on a shared
-# machine scatter by a few per cent, so a smaller shortfall is not told apart from a tie.
+# MP-21 calls a step speed below 0.95x of 32-true's slower: repeated interleaved timings on a
+# shared machine scatter by a few per cent, so a smaller shortfall is not told apart from a tie.
 MP7_SLOWER = 0.95
 # Memory counts as cut when the whole step holds at most 0.9x of 32-true's bytes: byte counts are
 # exact, but a cut under 10 % changes no model a reader could fit.
 MP7_MEMORY_CUT = 0.9
+# A paired interval needs at least two seeds; with fewer the rule cannot judge noise.
+MP7_MIN_SEEDS = 2
 
 
-def mp7(speed: pd.DataFrame, memory: pd.DataFrame, hardware: str,
-        evidence: str = "fig-step") -> Finding:
-    """MP-7 from step speed-ups and counted step memory, per model size.
+@dataclass(frozen=True)
+class _Pace:
+    """One recipe's step speed-up over 32-true at one size, and whether it is beyond noise."""
 
-    `speed`: columns family, size, precision, speedup (a mixed precision's step speed over
-    32-true's at that size, median over seeds; a precision too slow to time has no row).
-    `memory`: columns family, size, precision, activation_bytes, total_bytes (32-true included).
-    Per size, the best mixed precision counts. supported: >= MP7_FAST at every size and memory
-    cut (<= MP7_MEMORY_CUT of 32-true's total) at every size; refuted: slower (< MP7_SLOWER) at
-    every size, or memory cut at no size; nuanced: in between."""
+    speedup: float  # NaN: too slow to time
+    faster: bool
+    slower: bool  # beyond noise, or too slow to time
+
+
+def _paces(speed: pd.DataFrame, per_seed: pd.DataFrame | None, recipe: str,
+           sizes: list[tuple[str, object]]) -> list[_Pace]:
+    """`recipe`'s pace at each size: from `per_seed` the book's noise rule (the 95 % interval
+    over seeds of the log speed-up excludes 0, its centre the geometric mean); without it, the
+    seeds' range in `speed` (lo, hi: every seed on one side of 1; lo == hi, one seed, judges
+    nothing). A size with no row was too slow to time: slower."""
+    out = []
+    for family, size in sizes:
+        if per_seed is not None:
+            rows = per_seed[(per_seed.family == family) & (per_seed["size"] == size)
+                            & (per_seed.precision == recipe)]
+            if rows.empty:
+                out.append(_Pace(math.nan, False, True))
+                continue
+            iv = stats.interval(np.log(rows.speedup.to_numpy(dtype=float)))
+            out.append(_Pace(math.exp(iv.mean), iv.low > 0, iv.high < 0))
+            continue
+        rows = speed[(speed.family == family) & (speed["size"] == size)
+                     & (speed.precision == recipe)]
+        if rows.empty:
+            out.append(_Pace(math.nan, False, True))
+            continue
+        r = rows.iloc[0]
+        spread = r.lo < r.hi
+        out.append(_Pace(float(r.speedup), bool(spread and r.lo > 1), bool(spread and r.hi < 1)))
+    return out
+
+
+def mp7(speed: pd.DataFrame, memory: pd.DataFrame, hardware: str, evidence: str = "fig-step",
+        per_seed: pd.DataFrame | None = None) -> Finding:
+    """MP-7 from step speed-ups and counted step memory, per mixed-precision recipe and model size.
+
+    `speed`: columns family, size, precision, speedup, lo, hi (a recipe's step speed over
+    32-true's at that size: median, slowest and fastest seed; a recipe too slow to time at a size
+    has no row there, and counts as slower). `per_seed` (columns seed, family, size, precision,
+    speedup), when given, decides the noise by the book's rule (95 % interval over seeds of the
+    log speed-up); without it the seeds' range in `speed` does. `memory`: columns family, size,
+    precision, activation_bytes, total_bytes (32-true included).
+
+    Each recipe is judged on its own at every size: *greatly faster* is faster beyond noise and
+    at least MP7_FAST x; memory is *cut* at <= MP7_MEMORY_CUT of 32-true's total. supported:
+    every recipe greatly faster and cutting memory at every size; refuted: no recipe faster
+    beyond noise at any size, or none cuts memory at any size; nuanced: in between; not testable
+    here: fewer than MP7_MIN_SEEDS seeds, so noise cannot be judged."""
     mem = memory.set_index(["family", "size", "precision"])
     sizes = list(dict.fromkeys(zip(memory.family, memory["size"], strict=True)))
-    mixed = [p for p in dict.fromkeys(memory.precision) if p != "32-true"]
-    if not mixed or not sizes:
+    recipes = [p for p in dict.fromkeys(memory.precision) if p != "32-true"]
+    if not recipes or not sizes:
         raise ValueError("memory: needs 32-true and at least one mixed precision at some size")
-    sp = speed[speed.precision.isin(mixed)].set_index(["family", "size", "precision"]).speedup
-    best_speed, tot, act = [], [], []
-    for family, size in sizes:
-        ref = mem.loc[(family, size, "32-true")]
-        here = [p for p in mixed if (family, size, p) in mem.index]
-        tot.append(min(mem.loc[(family, size, p), "total_bytes"] for p in here) / ref.total_bytes)
-        act.append(min(mem.loc[(family, size, p), "activation_bytes"] for p in here)
-                   / ref.activation_bytes)
-        timed = [sp[(family, size, p)] for p in mixed if (family, size, p) in sp.index]
-        best_speed.append(max(timed) if timed else math.nan)
+    if per_seed is not None:
+        seeds = per_seed.seed.nunique()
+    elif not {"lo", "hi"} <= set(speed.columns):
+        raise ValueError("speed: needs the columns lo and hi (the seeds' range), or pass "
+                         "per_seed, to judge noise")
+    else:
+        timed = speed[speed.precision.isin(recipes)]
+        seeds = 1 if len(timed) and (timed.lo == timed.hi).all() else MP7_MIN_SEEDS
+    if seeds < MP7_MIN_SEEDS:
+        return Finding("MP-7", "not testable here", f"step speed-ups from {seeds} seed(s): an "
+                       f"interval needs {MP7_MIN_SEEDS} to judge noise", evidence, hardware)
     n = len(sizes)
-    timed = [s for s in best_speed if not math.isnan(s)]
-    fast = all(s >= MP7_FAST for s in best_speed)  # NaN (too slow to time) is never fast
-    slower = [s for s in best_speed if math.isnan(s) or s < MP7_SLOWER]
-    cut = sum(t <= MP7_MEMORY_CUT for t in tot)
-    if len(slower) == n or cut == 0:
+    paces = {p: _paces(speed, per_seed, p, sizes) for p in recipes}
+    tot = {p: [mem.loc[(f, z, p), "total_bytes"] / mem.loc[(f, z, "32-true"), "total_bytes"]
+               for f, z in sizes if (f, z, p) in mem.index] for p in recipes}
+    act = {p: [mem.loc[(f, z, p), "activation_bytes"]
+               / mem.loc[(f, z, "32-true"), "activation_bytes"]
+               for f, z in sizes if (f, z, p) in mem.index] for p in recipes}
+    great = {p: sum(x.faster and x.speedup >= MP7_FAST for x in r) for p, r in paces.items()}
+    cut = {p: sum(t <= MP7_MEMORY_CUT for t in tot[p]) for p in recipes}
+    if not any(x.faster for r in paces.values() for x in r) or not any(cut.values()):
         verdict = "refuted"
-    elif fast and cut == n:
+    elif all(great[p] == n and cut[p] == n for p in recipes):
         verdict = "supported"
     else:
         verdict = "nuanced"
-    all_speed = sp.dropna()
-    where = "" if len(timed) == n else f", at the {len(timed)} timed"
-    ratios = f" ({span(all_speed)}x the speed of 32-true{where})" if len(all_speed) else ""
-    if len(slower) == n:
-        speed_part = (f"mixed precision was slower than 32-true at every one of {n} model "
-                      f"sizes{ratios}")
-    elif fast:
-        speed_part = f"mixed precision trained >= {sig2(MP7_FAST)}x faster at all {n} sizes{ratios}"
-    else:
-        n_fast = sum(s >= MP7_FAST for s in timed)
-        speed_part = (f"mixed precision was >= {sig2(MP7_FAST)}x faster at {n_fast} of {n} model "
-                      f"sizes and slower at {len(slower)}{ratios}")
-    if len(timed) < n:
-        speed_part += f"; too slow to time at the other {n - len(timed)}"
-    mem_part = (f"the whole step held {span(tot)}x of 32-true's bytes (cut to <= "
-                f"{sig2(MP7_MEMORY_CUT)}x at {cut} of {n} sizes; weights, grads and Adam state "
-                f"stay fp32), saved activations {span(act)}x")
-    if max(act) >= 1:
+    noise = f"95 % interval over {seeds} seeds" if per_seed is not None else "seeds' range"
+    head = (f"each mixed-precision recipe against 32-true over {n} model sizes (beyond noise: "
+            f"{noise} excludes 1): " + ", ".join(_recipe_speed(p, r) for p, r in paces.items())
+            + f", and the whole step's memory cut to <= {sig2(MP7_MEMORY_CUT)}x of 32-true's "
+            "bytes at " + ", ".join(f"{cut[p]} of {n} sizes ({p})" for p in recipes))
+    held: dict[str, list[str]] = {}  # recipes whose bytes read alike are reported together
+    for p in recipes:
+        held.setdefault(f"whole step {span(tot[p])}x of 32-true's bytes, saved activations "
+                        f"{span(act[p])}x", []).append(p)
+    mem_part = "; ".join(f"{' and '.join(ps)}: {text}" for text, ps in held.items())
+    mem_part += "; weights, grads and Adam state stay fp32"
+    if max(max(a) for a in act.values()) >= 1:
         mem_part += " (autocast also saves 16-bit weight copies)"
-    return Finding("MP-7", verdict, f"{speed_part}; {mem_part}", evidence, hardware)
+    return Finding("MP-7", verdict, f"{head}; {mem_part}", evidence, hardware)
+
+
+def _recipe_speed(recipe: str, paces: list[_Pace]) -> str:
+    """'16-mixed ran 0.1-0.21x the step speed of 32-true at 2 timed sizes (faster beyond noise
+    at 0 of 7 sizes, >= 1.5x at 0, slower at 7: too slow to time at 5)': both counts, always."""
+    timed = [x.speedup for x in paces if not math.isnan(x.speedup)]
+    untimed = len(paces) - len(timed)
+    faster = sum(x.faster for x in paces)
+    great = sum(x.faster and x.speedup >= MP7_FAST for x in paces)
+    slower = sum(x.slower for x in paces)
+    ratio = (f"ran {span(timed)}x the step speed of 32-true"
+             + (f" at {len(timed)} timed sizes" if untimed else "") if timed
+             else "was too slow to time at every size")
+    return (f"{recipe} {ratio} (faster beyond noise at {faster} of {len(paces)} sizes, "
+            f">= {sig2(MP7_FAST)}x at {great}, slower at {slower}"
+            + (f": too slow to time at {untimed})" if untimed else ")"))
 
 
 # Q-5 ------------------------------------------------------------------------------------------
