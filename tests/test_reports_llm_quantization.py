@@ -8,6 +8,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from precisionlab.study.reports import llm_quantization as report  # noqa: E402
+from precisionlab.study.rules import llm_quantization as rules  # noqa: E402
 
 
 def table() -> pd.DataFrame:
@@ -51,10 +52,28 @@ def test_facts_and_inventory_table():
     inv = pd.DataFrame({"module": ["Linear", "LayerNorm"], "computes_in": ["int8", "float32"],
                         "count": [3, 2], "parameters": [90, 10], "integer": [True, False],
                         "parameter_share": [0.9, 0.1]})
-    fid = pd.DataFrame({"cosine": [0.999, 0.998], "nn_agree": [True, False]})
     f = report.facts(table(), grid, inv, {"total": 100, "integer": 97},
-                     {"fp32": 4 * 2**20, "int8": 2**20}, fid)
+                     {"fp32": 4 * 2**20, "int8": 2**20}, fidelity())
     assert f["grid_max_distinct"] == "16" and f["grid_share"] == "100 %"
     assert f["q6_flop_share"] == "97.0 %" and f["q6_size_ratio"] == "4.00"
-    assert f["q6_nn_agree"] == "50 %" and "n_windows" not in f  # the template glues it
+    assert f["q6_nn_agree"] == "50 %" and f["q6_def_nn_agree"] == "0 %"
+    assert f["q6_cos_mean"] == "0.9985" and f["q6_def_cos_min"] == "0.9500"
+    assert f["q6_nn_interval"] == "9-91 %" and f["q6_sentences"] == "2"
+    assert "n_windows" not in f  # the template glues it
+    alone = report.facts(table(), grid, inv, {"total": 100, "integer": 97},
+                         {"fp32": 4 * 2**20, "int8": 2**20}, fidelity().iloc[:2])
+    assert alone["q6_def_nn_interval"] == "(not run)"
     assert list(report.inventory_table(inv)["share of parameters (%)"]) == [90.0, 10.0]
+
+
+def fidelity() -> pd.DataFrame:
+    return pd.DataFrame({"recipe": [rules.JUDGED] * 2 + [rules.CONTRAST] * 2,
+                         "cosine": [0.999, 0.998, 0.96, 0.95],
+                         "nn_agree": [True, False, False, False]})
+
+
+def test_fidelity_table_one_row_per_recipe_with_intervals():
+    t = report.fidelity_table(fidelity())
+    assert list(t["recipe"]) == [rules.JUDGED, rules.CONTRAST] and list(t["sentences"]) == [2, 2]
+    assert t.iloc[0]["nearest neighbour kept (%)"] == "50.0 [9.5, 90.5]"
+    assert t.iloc[1]["lowest cosine"] == "0.9500" and "[" in t.iloc[1]["1 - cosine to fp32"]

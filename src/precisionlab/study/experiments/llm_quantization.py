@@ -6,9 +6,10 @@
   `quant.llm` for dynamic activations, SmoothQuant and the LLM.int8()-style split) against the
   fp32 model on held-out token windows: nll, KL and delta-p per window (`evaluate`); how many
   distinct values each block of 32 weights holds (`weight_grid`).
-- all-MiniLM-L6-v2 (Q-6): torch.ao's dynamic int8 (`quantize_dynamic` on nn.Linear): which
-  modules become integer and which stay float (`inventory`), matmul FLOP shares, serialized
-  size, and sentence-embedding fidelity to fp32 (`embedding_fidelity`).
+- all-MiniLM-L6-v2 (Q-6): torch.ao's dynamic int8 (`quantize_dynamic` on nn.Linear) in two
+  recipes (`dynamic_int8`: the practitioner's, and torch.ao's defaults): which modules become
+  integer and which stay float (`inventory`), matmul FLOP shares, serialized size, and
+  sentence-embedding fidelity to fp32 on the same sentences (`recipe_fidelity`).
 
 transformers is imported only through `precisionlab.pretrained`, inside functions.
 """
@@ -18,7 +19,8 @@ from __future__ import annotations
 import copy
 import math
 import re
-from collections.abc import Sequence
+import warnings
+from collections.abc import Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -195,6 +197,59 @@ def weight_grid(model: nn.Module, block: int = GGUF_BLOCK) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------ Q-6: MiniLM ---
 
+# Q-6's two dynamic-int8 recipes (see `dynamic_int8`): the one judged, and torch.ao's defaults.
+Q6_PRACTITIONER = "per-channel W8 / A8"
+Q6_DEFAULTS = "torch.ao defaults"
+Q6_RECIPES = (Q6_PRACTITIONER, Q6_DEFAULTS)
+
+
+def _head_name(model: nn.Module) -> str | None:
+    """The qualified name of a causal LM's output layer (transformers' output embeddings), or
+    None for a model without one (an encoder such as MiniLM)."""
+    getter = getattr(model, "get_output_embeddings", None)
+    head = getter() if callable(getter) else None
+    return next((name for name, m in model.named_modules() if m is head and name), None)
+
+
+def dynamic_int8(model: nn.Module, recipe: str) -> nn.Module:
+    """A copy of `model` (eval) whose nn.Linear layers run torch.ao's dynamic int8 kernels
+    (fbgemm/x86: int8 weights, each input quantized at run time, int32 accumulation).
+
+    torch.ao `quantize_dynamic` rather than the book's `quant.quantize_`, which fakes the
+    arithmetic in float32 and has only static activation ranges: Q-6 asks what real integer
+    kernels compute. Recipes:
+
+    - `Q6_DEFAULTS`: `quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)` as written in
+      most tutorials: one symmetric weight scale per tensor, and activations on 7 bits (torch.ao's
+      dynamic Linear passes reduce_range=True to its kernel), a causal LM's head included.
+    - `Q6_PRACTITIONER`: `torch.ao.quantization.per_channel_dynamic_qconfig` (one weight scale
+      per output channel), activations on the full 8 bits (each layer's forward of torch.ao's
+      module version 3, which calls the same kernel with reduce_range=False), and a causal LM's
+      output layer left in float. Without VNNI, fbgemm's AVX2 kernel can saturate 16-bit pair
+      sums of 8-bit activations (why torch.ao reduces the range), so this recipe's low digits
+      depend on the CPU's instruction set.
+    """
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear  # noqa: PLC0415
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic  # noqa: PLC0415
+
+    if recipe not in Q6_RECIPES:
+        raise ParameterError(f"recipe: must be one of {', '.join(Q6_RECIPES)}; got {recipe!r}")
+    float_model = copy.deepcopy(model).eval()
+    with warnings.catch_warnings():  # torch 2.13 marks torch.ao.quantization deprecated
+        warnings.simplefilter("ignore")
+        if recipe == Q6_DEFAULTS:
+            return quantize_dynamic(float_model, {nn.Linear}, dtype=torch.qint8)
+        spec: dict[object, object] = {nn.Linear: per_channel_dynamic_qconfig}
+        head = _head_name(float_model)
+        if head is not None:
+            spec[head] = None  # a name's entry overrides the type's: the head stays float
+        qmodel = quantize_dynamic(float_model, spec, dtype=torch.qint8)
+    for m in qmodel.modules():
+        if isinstance(m, DynamicLinear):
+            m.version = 3  # forward calls the kernel without reduce_range: 8-bit activations
+    return qmodel
+
+
 def _leaf_kind(module: nn.Module) -> str:
     return type(module).__name__
 
@@ -273,6 +328,22 @@ def embedding_fidelity(model: nn.Module, qmodel: nn.Module, tokenizer: object,
     """One row per sentence: cosine between its fp32 and int8 embeddings (mean-pooled,
     normalized), and whether its nearest other sentence is the same in both."""
     ref, _ = _encode(model, tokenizer, sentences)
+    return _fidelity(ref, qmodel, tokenizer, sentences)
+
+
+def recipe_fidelity(model: nn.Module, qmodels: Mapping[str, nn.Module], tokenizer: object,
+                    sentences: Sequence[str]) -> pd.DataFrame:
+    """`embedding_fidelity` for each quantized copy in `qmodels` (recipe label -> model) on the
+    same sentences against one fp32 encoding, stacked with a `recipe` column."""
+    ref, _ = _encode(model, tokenizer, sentences)
+    parts = [_fidelity(ref, q, tokenizer, sentences).assign(recipe=label)
+             for label, q in qmodels.items()]
+    out = pd.concat(parts, ignore_index=True)
+    return out[["recipe", *out.columns.drop("recipe")]]
+
+
+def _fidelity(ref: torch.Tensor, qmodel: nn.Module, tokenizer: object,
+              sentences: Sequence[str]) -> pd.DataFrame:
     new, _ = _encode(qmodel, tokenizer, sentences)
     sim_ref, sim_new = ref @ ref.T, new @ new.T
     sim_ref.fill_diagonal_(-2.0)

@@ -11,6 +11,7 @@ from matplotlib.figure import Figure
 
 from precisionlab.study import plotting, stats
 from precisionlab.study.claims import sig2
+from precisionlab.study.rules import llm_quantization as rules
 
 
 def quality_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -84,9 +85,28 @@ def inventory_table(inv: pd.DataFrame) -> pd.DataFrame:
                          "share of parameters (%)": (100 * inv["parameter_share"]).round(1)})
 
 
+def fidelity_table(fidelity: pd.DataFrame) -> pd.DataFrame:
+    """Display table of Q-6's fidelity, one row per int8 recipe in the table's order: 1 - cosine
+    to fp32 (mean [95 % t interval] over sentences), the lowest cosine, and the share of sentences
+    whose nearest neighbour is kept (% [95 % Wilson interval])."""
+    rows = []
+    for recipe, part in fidelity.groupby("recipe", sort=False):
+        loss = stats.interval(1.0 - part["cosine"].to_numpy(dtype=float))
+        kept, n = int(part["nn_agree"].sum()), len(part)
+        low, high = rules.wilson(kept, n)
+        rows.append({"recipe": recipe,
+                     "1 - cosine to fp32": f"{loss.mean:.2g} [{loss.low:.2g}, {loss.high:.2g}]",
+                     "lowest cosine": f"{part['cosine'].min():.4f}",
+                     "nearest neighbour kept (%)": f"{100 * kept / n:.1f} [{100 * low:.1f}, "
+                                                   f"{100 * high:.1f}]",
+                     "sentences": n})
+    return pd.DataFrame(rows)
+
+
 def facts(table: pd.DataFrame, grid: pd.DataFrame, inv: pd.DataFrame, flops: dict[str, int],
           sizes: dict[str, int], fidelity: pd.DataFrame) -> dict[str, str]:
-    """The numbers the prose glues, as text."""
+    """The numbers the prose glues, as text (Q-6's fidelity per recipe of `rules.JUDGED` and
+    `rules.CONTRAST`, sizes 'fp32' and 'int8' for the judged recipe)."""
     s = quality_summary(table).set_index("config")
     out: dict[str, str] = {}
     for config, key in (("W4 asym g32", "asym32"), ("W4 sym g32", "sym32"),
@@ -112,8 +132,17 @@ def facts(table: pd.DataFrame, grid: pd.DataFrame, inv: pd.DataFrame, flops: dic
     out["q6_size_fp32"] = f"{sizes['fp32'] / 2**20:.1f} MiB"
     out["q6_size_int8"] = f"{sizes['int8'] / 2**20:.1f} MiB"
     out["q6_size_ratio"] = f"{sizes['fp32'] / sizes['int8']:.2f}"
-    out["q6_cos_min"] = f"{fidelity['cosine'].min():.4f}"
-    out["q6_cos_mean"] = f"{fidelity['cosine'].mean():.4f}"
-    out["q6_nn_agree"] = f"{100 * fidelity['nn_agree'].mean():.0f} %"
-    out["q6_sentences"] = str(len(fidelity))
+    for recipe, key in ((rules.JUDGED, "q6"), (rules.CONTRAST, "q6_def")):
+        part = fidelity[fidelity["recipe"] == recipe]
+        if part.empty:  # a table without the contrast
+            for name in ("cos_min", "cos_mean", "nn_agree", "nn_interval"):
+                out[f"{key}_{name}"] = "(not run)"
+            continue
+        kept, n = int(part["nn_agree"].sum()), len(part)
+        low, high = rules.wilson(kept, n)
+        out[f"{key}_cos_min"] = f"{part['cosine'].min():.4f}"
+        out[f"{key}_cos_mean"] = f"{part['cosine'].mean():.4f}"
+        out[f"{key}_nn_agree"] = f"{100 * kept / n:.0f} %"
+        out[f"{key}_nn_interval"] = f"{100 * low:.0f}-{100 * high:.0f} %"
+        out["q6_sentences"] = str(n)
     return out
