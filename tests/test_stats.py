@@ -134,3 +134,43 @@ def test_comparison_text_states_what_the_design_could_detect():
                       "16-mixed", "32-true", margin=0.01)
     assert c.text(100, " pp") == ("+0.033 [-0.25, +0.32] pp (n=3; detectable 0.38 pp at "
                                   "80 % power, margin 1 pp)")
+
+
+def test_wilson_matches_known_values_and_bounds():
+    low, high = stats.wilson(57, 64)
+    assert (round(low, 3), round(high, 3)) == (0.791, 0.946)
+    assert stats.wilson(0, 10)[0] == 0 and math.isclose(stats.wilson(10, 10)[1], 1)
+    # 73 sentences, all kept, is the smallest sample that can reach the pass mark
+    assert stats.wilson(72, 72)[0] < 0.95 <= stats.wilson(73, 73)[0]
+    for bad in ((5, 4), (-1, 4), (0, 0)):
+        with pytest.raises(ValueError, match="kept, n"):
+            stats.wilson(*bad)
+
+
+def test_weighted_interval_counts_every_token_once():
+    """Windows of 10 and 1000 tokens: the mean is over tokens, not windows."""
+    iv = stats.weighted_interval([2.0, 1.0], [10, 1000])
+    assert iv.mean == pytest.approx((2.0 * 10 + 1000) / 1010)
+
+
+def test_weighted_interval_matches_scipy_bootstrap_and_the_t_interval():
+    rng = np.random.default_rng(1)
+    x = rng.normal(3.0, 0.5, size=60)
+    w = rng.integers(100, 300, size=60).astype(float)
+    iv = stats.weighted_interval(x, w, resamples=4000, seed=3)
+    ref = sps.bootstrap((x, w), lambda v, u, axis=-1: (v * u).sum(axis) / u.sum(axis),
+                        paired=True, vectorized=True, n_resamples=4000, method="percentile",
+                        rng=np.random.default_rng(3)).confidence_interval
+    assert (iv.low, iv.high) == (pytest.approx(ref.low), pytest.approx(ref.high))
+    equal = stats.weighted_interval(x, np.ones_like(x), resamples=4000)
+    t = stats.interval(x)
+    assert equal.mean == pytest.approx(t.mean)
+    assert equal.high - equal.low == pytest.approx(t.high - t.low, rel=0.1)
+
+
+def test_weighted_interval_bad_input_and_nan():
+    assert math.isnan(stats.weighted_interval([1.0, float("nan")], [1, 1]).low)
+    with pytest.raises(ValueError, match="weights"):
+        stats.weighted_interval([1.0, 2.0], [1, 0])
+    with pytest.raises(ValueError, match="same nonzero length"):
+        stats.weighted_interval([1.0, 2.0], [1])

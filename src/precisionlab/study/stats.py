@@ -70,6 +70,50 @@ def interval(values: np.ndarray | pd.Series | list[float], level: float = LEVEL)
     return Interval(mean, mean - half, mean + half, int(x.size), level, sd)
 
 
+def wilson(kept: int, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """The Wilson score interval of a proportion kept / n: unlike the Wald interval it stays in
+    [0, 1] and keeps its coverage near 0 and 1, where agreement shares sit."""
+    from scipy import stats as sps
+
+    if n < 1 or not 0 <= kept <= n:
+        raise ValueError(f"kept, n: need 0 <= kept <= n and n >= 1; got {kept}, {n}")
+    z = float(sps.norm.ppf(0.5 + level / 2))
+    p = kept / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def weighted_interval(values: np.ndarray | pd.Series | list[float],
+                      weights: np.ndarray | pd.Series | list[float], level: float = LEVEL,
+                      resamples: int = 2000, seed: int = 0) -> Interval:
+    """The `weights`-weighted mean of `values` over units (e.g. a mean NLL per text window,
+    weighted by the window's predicted tokens, so every token counts once, as llama.cpp does)
+    and its percentile bootstrap interval, resampling units (`scipy.stats.bootstrap`, paired).
+    NaN values make the interval NaN, as in `interval`."""
+    from scipy import stats as sps
+
+    x, w = np.asarray(values, dtype=float), np.asarray(weights, dtype=float)
+    if x.size == 0 or x.shape != w.shape:
+        raise ValueError(f"values, weights: need the same nonzero length; got {x.size}, {w.size}")
+    if not (np.isfinite(w).all() and (w > 0).all()):
+        raise ValueError("weights: must all be finite and > 0")
+    mean = float((x * w).sum() / w.sum())
+    if x.size < 2 or not np.isfinite(x).all():
+        nan = math.nan
+        return Interval(mean, nan, nan, int(x.size), level)
+
+    def stat(v: np.ndarray, u: np.ndarray, axis: int = -1) -> np.ndarray:
+        return (v * u).sum(axis=axis) / u.sum(axis=axis)
+
+    res = sps.bootstrap((x, w), stat, paired=True, vectorized=True, n_resamples=resamples,
+                        confidence_level=level, method="percentile",
+                        rng=np.random.default_rng(seed))
+    low, high = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    sd = float(res.standard_error) * math.sqrt(x.size)  # so that sd / sqrt(n) is the s.e.
+    return Interval(mean, low, high, int(x.size), level, sd)
+
+
 def detectable_effect(sd: float, n: int, level: float = LEVEL, power: float = POWER) -> float:
     """The smallest true mean difference that a two-sided paired t-test at `1 - level` finds
     beyond noise with probability `power`, for `n` pairs whose differences spread by `sd`

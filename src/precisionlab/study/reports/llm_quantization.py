@@ -93,7 +93,7 @@ def fidelity_table(fidelity: pd.DataFrame) -> pd.DataFrame:
     for recipe, part in fidelity.groupby("recipe", sort=False):
         loss = stats.interval(1.0 - part["cosine"].to_numpy(dtype=float))
         kept, n = int(part["nn_agree"].sum()), len(part)
-        low, high = rules.wilson(kept, n)
+        low, high = stats.wilson(kept, n)
         rows.append({"recipe": recipe,
                      "1 - cosine to fp32": f"{loss.mean:.2g} [{loss.low:.2g}, {loss.high:.2g}]",
                      "lowest cosine": f"{part['cosine'].min():.4f}",
@@ -139,7 +139,7 @@ def facts(table: pd.DataFrame, grid: pd.DataFrame, inv: pd.DataFrame, flops: dic
                 out[f"{key}_{name}"] = "(not run)"
             continue
         kept, n = int(part["nn_agree"].sum()), len(part)
-        low, high = rules.wilson(kept, n)
+        low, high = stats.wilson(kept, n)
         out[f"{key}_cos_min"] = f"{part['cosine'].min():.4f}"
         out[f"{key}_cos_mean"] = f"{part['cosine'].mean():.4f}"
         out[f"{key}_nn_agree"] = f"{100 * kept / n:.0f} %"

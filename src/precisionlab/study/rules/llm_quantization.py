@@ -41,20 +41,6 @@ NN_AGREE_MIN = 0.95
 LEVEL = stats.LEVEL
 
 
-def wilson(kept: int, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """The Wilson score interval of a proportion kept / n: unlike the Wald interval it stays in
-    [0, 1] and keeps its coverage near 0 and 1, where agreement shares sit."""
-    from scipy import stats as sps  # noqa: PLC0415
-
-    if n < 1 or not 0 <= kept <= n:
-        raise ValueError(f"kept, n: need 0 <= kept <= n and n >= 1; got {kept}, {n}")
-    z = float(sps.norm.ppf(0.5 + level / 2))
-    p = kept / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
 def _side(low: float, high: float, mark: float, above_is_good: bool) -> str:
     """'holds', 'fails' or 'undecided': where an interval lies against a pass mark."""
     if (low >= mark) if above_is_good else (high < mark):
@@ -70,7 +56,7 @@ def _recipe(fidelity: pd.DataFrame, label: str) -> tuple[str, str, str, float]:
     rows = fidelity[fidelity["recipe"] == label]
     loss = stats.interval(1.0 - rows["cosine"].to_numpy(dtype=float))  # 1 - cosine per sentence
     kept, n = int(rows["nn_agree"].sum()), len(rows)
-    low, high = wilson(kept, n)
+    low, high = stats.wilson(kept, n)
     text = (f"{label} ({RECIPE_WORDS[label]}): 1 - cosine to fp32 {sig2(loss.mean)} "
             f"[95 % {sig2(loss.low)}, {sig2(loss.high)}], nearest neighbour kept for "
             f"{100 * kept / n:.1f} % [95 % Wilson {100 * low:.1f}, {100 * high:.1f}] of {n} "
