@@ -141,7 +141,8 @@ def test_activation_bytes_halve_in_pure_bf16(tiny_llama):
 
 def good_parameters(**changes):
     p = {"seeds": [0], "threads": 2, "device": "cpu", "precisions": ["fp32", "bf16-pure"],
-         "context": 16, "n_windows": 2, "n_sentences": 8, "latency_sentences": 4,
+         "context": 16, "n_windows": 2, "windows_per_file": 1, "n_sentences": 8,
+         "latency_sentences": 4,
          "latency_context": 8, "repeats": 5, "warmup": 0, "activation_context": 8,
          "kv_context": 4096, "int8": True}
     return p | changes
@@ -161,6 +162,7 @@ def test_check_parameters_returns_what_the_chapter_needs():
     ("precisions", ["fp8"]), ("precisions", ["bf16-pure"]), ("precisions", "fp32"),
     ("context", 1), ("context", inf.SMOL_CONTEXT + 1),
     ("n_windows", 1), ("n_windows", len(pretrained.STDLIB_FILES) + 1),
+    ("windows_per_file", 0),
     ("n_sentences", 2), ("n_sentences", 10**6),
     ("latency_sentences", 0), ("latency_sentences", 9),
     ("latency_context", 1), ("latency_context", 17),

@@ -73,6 +73,22 @@ def test_token_windows_are_the_first_tokens_of_each_file_with_their_hash():
         pretrained.token_windows(tokenizer, n_windows=99)
 
 
+def test_token_windows_take_consecutive_windows_per_file_then_move_on():
+    def tokenizer(text, add_special_tokens=False):
+        return {"input_ids": [ord(c) for c in text]}
+
+    w = pretrained.token_windows(tokenizer, length=16, n_windows=5, per_file=3)
+    first, _ = pretrained.stdlib_text(pretrained.STDLIB_FILES[0])
+    second, _ = pretrained.stdlib_text(pretrained.STDLIB_FILES[1])
+    assert w.sources.file.tolist() == [pretrained.STDLIB_FILES[0]] * 3 + [
+        pretrained.STDLIB_FILES[1]] * 2
+    assert w.sources.first_token.tolist() == [0, 16, 32, 0, 16]
+    assert w.ids[2].tolist() == [ord(c) for c in first[32:48]]
+    assert w.ids[4].tolist() == [ord(c) for c in second[16:32]]
+    with pytest.raises(ParameterError, match="context: .* too few for 2 windows"):
+        pretrained.token_windows(tokenizer, length=10**5, n_windows=2, per_file=2)
+
+
 def test_stdlib_sentences_are_distinct_and_reproducible():
     a, sha_a = pretrained.stdlib_sentences(32)
     b, sha_b = pretrained.stdlib_sentences(32)

@@ -2,6 +2,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import math
+
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
@@ -15,7 +17,7 @@ def causal():
         for p, d in [("fp32", 0.0), ("bf16-pure", 0.01)]:
             rows.append({"window": w, "precision": p, "nll": 2.0 + w * 0.1 + d,
                          "nll_ref": 2.0 + w * 0.1, "kl": d / 10, "delta_p": -d,
-                         "perplexity": 7.0 + w, "finite": True})
+                         "perplexity": 7.0 + w, "tokens": 63 + 100 * w, "finite": True})
     return pd.DataFrame(rows)
 
 
@@ -28,6 +30,11 @@ def encoder():
 def test_tables():
     t = report.causal_table(causal()).set_index("precision")
     assert "(n=3)" in t["nll change (nats)"]["bf16-pure"]
+    assert t["predicted tokens"]["fp32"] == 63 + 163 + 263
+    # perplexity of every token, not a mean of the windows' perplexities
+    c = causal()[lambda d: d.precision == "fp32"]
+    nll = (c.nll * c.tokens).sum() / c.tokens.sum()
+    assert t["perplexity"]["fp32"].startswith(f"{math.exp(nll):+.2g}")
     e = report.encoder_table(encoder()).set_index("precision")
     assert e["nearest neighbour unchanged"]["bf16-pure"] == "3/4"
     f = report.fidelity(causal(), encoder())

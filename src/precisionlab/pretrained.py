@@ -151,22 +151,28 @@ class TokenWindows:
 
 
 def token_windows(tokenizer: object, length: int = 256, n_windows: int = 4,
-                  files: Sequence[str] = STDLIB_FILES, max_context: int | None = None
-                  ) -> TokenWindows:
-    """`n_windows` windows of `length` tokens, the first `length` tokens of each of the first
-    `n_windows` files of `files` (which must each hold that many). Deterministic per Python."""
+                  files: Sequence[str] = STDLIB_FILES, max_context: int | None = None,
+                  per_file: int = 1) -> TokenWindows:
+    """`n_windows` windows of `length` tokens: up to `per_file` consecutive, non-overlapping
+    windows from the head of each file of `files` in turn (each file must hold its windows).
+    Deterministic per Python."""
     length = integer("context", length, 2, max_context)
-    n_windows = integer("n_windows", n_windows, 1, len(files))
+    per_file = integer("per_file", per_file, 1, 1000)
+    n_windows = integer("n_windows", n_windows, 1, len(files) * per_file)
     rows, ids = [], []
-    for i, path in enumerate(files[:n_windows]):
+    for path in files:
+        if len(ids) == n_windows:
+            break
         text, sha = stdlib_text(path)
         tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(tokens) < length:
-            raise ParameterError(f"context: {path} has only {len(tokens)} tokens; lower context "
-                                 f"below {len(tokens) + 1}")
-        ids.append(torch.tensor(tokens[:length], dtype=torch.int64))
-        rows.append({"window": i, "file": path, "sha256": sha, "first_token": 0,
-                     "tokens_in_file": len(tokens)})
+        take = min(per_file, n_windows - len(ids))
+        if len(tokens) < take * length:
+            raise ParameterError(f"context: {path} has only {len(tokens)} tokens, too few for "
+                                 f"{take} windows of {length}; lower context or per_file")
+        for k in range(take):
+            ids.append(torch.tensor(tokens[k * length:(k + 1) * length], dtype=torch.int64))
+            rows.append({"window": len(rows), "file": path, "sha256": sha,
+                         "first_token": k * length, "tokens_in_file": len(tokens)})
     return TokenWindows(torch.stack(ids), pd.DataFrame(rows))
 
 

@@ -28,7 +28,8 @@ BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 SMOL_CONTEXT = pre.MAX_CONTEXT["smollm2"]  # the longest window SmolLM2 reads
 
 # The parameters `check_parameters` checks (the template's `device` is resolved there instead).
-PARAMETERS = ("seeds", "threads", "precisions", "context", "n_windows", "n_sentences",
+PARAMETERS = ("seeds", "threads", "precisions", "context", "n_windows", "windows_per_file",
+              "n_sentences",
               "latency_sentences", "latency_context", "repeats", "warmup", "activation_context",
               "kv_context", "int8")
 
@@ -46,7 +47,9 @@ def check_parameters(params: Mapping[str, object]) -> dict[str, object]:
     if "fp32" not in p["precisions"]:
         raise v.ParameterError("precisions: must include 'fp32', the reference")
     v.integer("context", p["context"], 2, SMOL_CONTEXT)
-    v.integer("n_windows", p["n_windows"], 2, len(pre.STDLIB_FILES))  # an interval needs 2
+    v.integer("windows_per_file", p["windows_per_file"], 1, 100)
+    v.integer("n_windows", p["n_windows"], 2,  # an interval needs 2
+              len(pre.STDLIB_FILES) * p["windows_per_file"])
     v.integer("n_sentences", p["n_sentences"], 3)
     p["sentences"], p["sentences_sha"] = pre.stdlib_sentences(p["n_sentences"])  # fails if too many
     v.integer("latency_sentences", p["latency_sentences"], 1, p["n_sentences"])
@@ -85,7 +88,8 @@ def run_causal(model: nn.Module, ids: torch.Tensor, precision: str, device: str 
 def causal_parity(models: dict[str, nn.Module], ids: torch.Tensor, device: str = "cpu"
                   ) -> pd.DataFrame:
     """Per window and precision: nll (nats), perplexity, KL from fp32 and mean delta-p of the
-    correct token, against the fp32 logits of the same window (rows pair by window)."""
+    correct token, against the fp32 logits of the same window (rows pair by window), and the
+    window's predicted `tokens` (the weight of its means: every token counts once)."""
     if "fp32" not in models:
         raise ValueError("models: needs 'fp32', the reference")
     rows = []
@@ -96,6 +100,7 @@ def causal_parity(models: dict[str, nn.Module], ids: torch.Tensor, device: str =
             logits = ref if p == "fp32" else run_causal(m, ids[w], p, device)
             met = pre.next_token_metrics(ref, logits, targets)
             rows.append({"window": w, "precision": p, **met, "perplexity": math.exp(met["nll"]),
+                         "tokens": int(targets.numel()),
                          "finite": bool(torch.isfinite(logits).all())})
     return pd.DataFrame(rows)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
@@ -15,16 +17,22 @@ BF16_MAX = 3.3895313892515355e38  # largest finite bf16 value (same exponent ran
 
 
 def causal_table(parity: pd.DataFrame) -> pd.DataFrame:
-    """Per precision: perplexity and, paired by window against fp32, the mean nll change, KL
-    and delta-p with 95 % intervals over windows."""
+    """Per precision, over every predicted token (window means weighted by their tokens, never
+    a mean of perplexities): perplexity, and against fp32 of the same windows the nll change,
+    KL and delta-p, each with a 95 % bootstrap interval over windows (`stats.weighted_interval`)."""
     rows = []
+    ref = parity[parity.precision == "fp32"].set_index("window")
     for p in dict.fromkeys(parity.precision):
-        part = parity[parity.precision == p]
-        d_nll = stats.paired(parity, "nll", "precision", p, "fp32", pair_on="window")
-        rows.append({"precision": p, "perplexity": stats.interval(part.perplexity).text(),
-                     "nll change (nats)": d_nll.text(),
-                     "KL from fp32 (nats)": stats.interval(part.kl).text(),
-                     "delta-p": stats.interval(part.delta_p).text(),
+        part = parity[parity.precision == p].set_index("window").loc[ref.index]
+        w = part.tokens.to_numpy(dtype=float)
+        nll = stats.weighted_interval(part.nll, w)
+        change = stats.weighted_interval(part.nll - ref.nll, w)
+        ppl = stats.Interval(math.exp(nll.mean), math.exp(nll.low), math.exp(nll.high), nll.n)
+        rows.append({"precision": p, "perplexity": ppl.text(),
+                     "nll change (nats)": change.text(),
+                     "KL from fp32 (nats)": stats.weighted_interval(part.kl, w).text(),
+                     "delta-p": stats.weighted_interval(part.delta_p, w).text(),
+                     "predicted tokens": int(w.sum()),
                      "all logits finite": bool(part.finite.all())})
     return pd.DataFrame(rows)
 
