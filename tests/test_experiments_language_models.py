@@ -49,17 +49,43 @@ def test_same_seed_starts_from_the_same_weights():
     assert len(facts["sha256"]) == 64 and facts["context"] == 8
 
 
-def test_step_times_are_ratios_to_32_true_in_one_run_and_restore_the_matmul_mode():
+def test_step_times_are_steady_state_ratios_to_32_true_in_one_run():
     before = set_matmul16("emulated")
     try:
-        times = lm.step_times([0], ["32-true", "bf16-mixed"], time_steps=1, batch=8, context=8,
-                              d_model=8, n_layers=1, repeats=5, warmup=0)
-        assert get_matmul16() == "emulated"
+        times = lm.step_times([0], ["32-true", "bf16-mixed"], time_steps=3, batch=8, context=8,
+                              d_model=8, n_layers=1, repeats=5, warmup=1)
+        assert get_matmul16() == "emulated"  # timed natively, the mode restored
     finally:
         set_matmul16(before)
+    assert len(times) == 10 and set(times.repeat) == set(range(5))
+    # steady state: two of three steps timed, set-up and the first step left out
+    assert (times.seconds_per_step > 0).all()
+    assert (times.seconds_per_step < times.seconds / 2).all()
     r = lm.ratios(times)
     assert list(r.precision) == ["32-true", "bf16-mixed"]
     assert r.ratio.iloc[0] == 1.0 and r.ratio.iloc[1] > 0
-    assert len(times) == 10
+    med = times.groupby("precision").seconds_per_step.median()
+    assert r.ratio.iloc[1] == pytest.approx(med["bf16-mixed"] / med["32-true"])
     with pytest.raises(ValueError, match="precisions"):
         lm.step_times([0], ["bf16-mixed"])
+    with pytest.raises(ValueError, match="time_steps"):
+        lm.step_times([0], ["32-true"], time_steps=1)
+    with pytest.raises(ValueError, match="must be one of"):
+        lm.step_times([0], ["32-true", "16-true, eps 1e-9"])
+
+
+def test_recipes_map_labels_to_a_precision_and_adams_eps():
+    assert lm.recipe("16-true") == ("16-true", None)
+    assert lm.recipe("16-true, eps 1e-4") == ("16-true", 1e-4)
+    assert set(lm.PRECISIONS) < set(lm.RECIPES)  # the precisions keep their own names
+    with pytest.raises(ValueError, match="precisions: each must be one of 32-true"):
+        lm.train([0], ["16-true, eps 1e-3"], **TINY)
+
+
+def test_working_pure_fp16_recipe_trains_where_the_naive_one_divides_by_zero():
+    runs, _ = lm.train([0], ["32-true", "16-true", "16-true, eps 1e-4"], **{**TINY, "steps": 3})
+    by = runs.set_index("precision")
+    assert by.eps.to_dict() == {"32-true": 1e-8, "16-true": 1e-8, "16-true, eps 1e-4": 1e-4}
+    assert by.diverged["16-true"] and by.nonfinite_steps["16-true"] >= 1
+    assert not by.diverged["16-true, eps 1e-4"] and by.nonfinite_steps["16-true, eps 1e-4"] == 0
+    assert by.val_loss["16-true, eps 1e-4"] < math.log(len(lm.char_corpus().vocab)) + 1

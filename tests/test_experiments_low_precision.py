@@ -39,6 +39,16 @@ def test_train_gives_one_run_per_seed_and_recipe(trained):
         assert fp8[col].between(0, 1).all()
 
 
+def test_pure_fp16_with_an_eps_fp16_holds_trains_where_the_naive_recipe_divides_by_zero(
+        trained):
+    runs, _, _ = trained
+    by = runs[runs.seed == 0].set_index("recipe")
+    assert by.eps["16-true, eps 1e-4"] == 1e-4 and by.eps["16-true"] == 1e-8
+    assert by.precision["16-true, eps 1e-4"] == "16-true"
+    assert by.diverged["16-true"] and not by.diverged["16-true, eps 1e-4"]
+    assert by.nonfinite_steps["16-true, eps 1e-4"] == 0
+
+
 def test_bf16_mixed_run_is_the_books_loop_on_chapter_12s_model(trained):
     runs, _, _ = trained
     data = lm.load(1, TINY["context"], TINY["n_train"], TINY["n_val"])
@@ -118,10 +128,12 @@ def test_range_change_shows_what_delayed_scaling_loses():
 
 
 def test_step_times_ratio_is_one_for_the_baseline():
-    t = lp.step_times([0], ["bf16-mixed", "fp8-current", "bf16-stochastic"], batch=4,
-                      context=8, d_model=32, n_layers=1, repeats=5, warmup=0)
+    t = lp.step_times([0], ["bf16-mixed", "fp8-current", "bf16-stochastic",
+                            "16-true, eps 1e-4"], batch=4, context=8, d_model=32, n_layers=1,
+                      repeats=5, warmup=0)
     r = lp.ratios(t)
-    assert set(r.recipe) == {"bf16-mixed", "fp8-current", "bf16-stochastic"}
+    assert set(r.recipe) == {"bf16-mixed", "fp8-current", "bf16-stochastic",
+                             "16-true, eps 1e-4"}
     assert r.set_index("recipe").ratio["bf16-mixed"] == 1.0
     assert (r.s_per_step > 0).all()
 
@@ -140,3 +152,47 @@ def test_chapter02_pure_reads_one_row_per_published_run(tmp_path):
     final = lp.chapter02_pure(tmp_path)
     assert len(final) == 8 and not final.diverged.any()
     assert np.allclose(final.test_metric, 0.7) and np.allclose(final.stalled, 0.15)
+
+
+def _chapter02_history(extra: str) -> pd.DataFrame:
+    """Chapter 02's pure-run history for Adam at 16-true and 16-mixed (2 seeds, 2 steps), plus
+    the eps-1e-4 recipe written the way `extra` says: 'label' (in `precision`), 'recipe' (a
+    column, empty for the other runs) or 'eps' (a column, empty or 1e-8 for the others)."""
+    rows = []
+    for p in ("16-true", "16-mixed", "16-true, eps 1e-4"):
+        for s in (0, 1):
+            for t in (1, 2):
+                row = {"optimizer": "adam", "precision": p, "seed": s, "step": t,
+                       "loss": 1.0 / t, "test_metric": 0.9 if t == 2 else float("nan"),
+                       "test_loss": 0.1, "stalled": 0.1}
+                if p == "16-true":  # the naive recipe diverges
+                    row["loss"], row["test_metric"] = float("nan"), 0.1
+                if extra == "recipe":
+                    row["recipe"] = p if p.endswith("1e-4") else None
+                    row["precision"] = p.split(",")[0]
+                if extra == "eps":
+                    row["eps"] = 1e-4 if p.endswith("1e-4") else (1e-8 if s else None)
+                    row["precision"] = p.split(",")[0]
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("extra", ["label", "recipe", "eps"])
+def test_chapter02_pure_keeps_the_working_fp16_recipe_apart_however_it_is_written(
+        tmp_path, extra):
+    path = tmp_path / lp.PURE02
+    path.parent.mkdir(parents=True)
+    _chapter02_history(extra).to_csv(path, index=False)
+    final = lp.chapter02_pure(tmp_path).set_index(["precision", "seed"])
+    assert len(final) == 6
+    assert final.diverged[("16-true", 0)] and not final.diverged[("16-true, eps 1e-4", 0)]
+    assert final.test_metric[("16-true, eps 1e-4", 1)] == pytest.approx(0.9)
+
+
+def test_pure_recipes_refuses_an_eps_no_recipe_names():
+    h = _chapter02_history("eps")
+    h.loc[h.eps == 1e-4, "eps"] = 1e-3
+    with pytest.raises(ValueError, match="eps 0.001 that designs.WORKING_PURE does not name"):
+        lp.pure_recipes(h)
+    old = _chapter02_history("label")
+    assert lp.pure_recipes(old).equals(old)  # neither column: unchanged

@@ -10,6 +10,7 @@ import pytest
 from precisionlab.study.rules import low_precision as rules
 
 NOISE = [0.0, 0.004, -0.003]
+WORKING = "16-true, eps 1e-4"
 
 
 def runs_table(shift: dict[str, float], seeds: int = 3, nan: str = "",
@@ -31,6 +32,39 @@ def test_supported_when_every_naive_pure_recipe_matches():
     assert "bf16-true matches" in f.reason and "16-true matches" in f.reason
 
 
+def test_supported_when_fp16_trains_with_an_eps_it_holds_and_the_naive_recipe_says_why_not():
+    f = rules.mp12(runs_table({"bf16-true": 0.0, "16-true": 0.0, WORKING: 0.01},
+                              nan="16-true"))
+    assert f.verdict == "supported"
+    first = f.reason.split("; ")[0]  # the clause the front page quotes
+    assert (f"pure fp16 trains as '{WORKING}' (matches) but not as '16-true' (diverged: its "
+            "Adam eps rounds to 0 in fp16)") in first
+    assert "pure bf16 trains as 'bf16-true' (matches)" in first
+    assert ("16-true diverged (3 of 3 seeds not finite or > 0.69 nats above): Adam's eps 1e-08 "
+            "rounds to 0 in fp16") in f.reason and f"{WORKING} matches" in f.reason
+
+
+def test_nuanced_when_only_the_naive_fp16_recipe_ran_and_diverged():
+    f = rules.mp12(runs_table({"bf16-true": 0.0, "16-true": 0.0}, nan="16-true"))
+    assert f.verdict == "nuanced"
+    assert ("pure fp16 is not shown to train: '16-true' (diverged: its Adam eps rounds to 0 in "
+            "fp16) (no recipe with an eps this format holds was run)") in f.reason
+
+
+def test_nuanced_when_the_working_fp16_recipe_also_fails():
+    f = rules.mp12(runs_table({"bf16-true": 0.0, "16-true": 0.0, WORKING: 0.3},
+                              nan="16-true"))
+    assert f.verdict == "nuanced"
+    assert f"'{WORKING}' (worse)" in f.reason.split("; ")[0]
+
+
+def test_eps_lost_is_the_naive_fp16_recipe_only():
+    assert rules.eps_lost("16-true")["format"] == "fp16"
+    assert all(rules.eps_lost(r) is None for r in
+               (WORKING, "bf16-true", "bf16-mixed", "bf16-kahan", "mxfp4", "unknown"))
+    assert WORKING in rules.PLAIN["fp16"]
+
+
 def test_nuanced_when_naive_fails_but_stochastic_rounding_matches():
     f = rules.mp12(runs_table({"bf16-true": 0.3, "16-true": 0.0, "bf16-stochastic": 0.0},
                               nan="16-true"))
@@ -48,6 +82,8 @@ def test_refuted_when_no_recipe_without_master_weights_matches():
     f = rules.mp12(runs_table({"bf16-true": 0.3, "16-true": 2.0, "bf16-kahan": 0.2}))
     assert f.verdict == "refuted"
     assert "16-true diverged" in f.reason and "bf16-kahan worse" in f.reason
+    assert ("bf16 with a corrected update is not shown to train: 'bf16-kahan' (worse)"
+            in f.reason.split("; ")[0])
 
 
 def test_not_testable_with_one_seed_or_a_diverged_reference():
@@ -100,8 +136,11 @@ def chapter02(word: str) -> pd.DataFrame:
 
     good = {(o, p): 0.9 for o in ("sgd", "adam") for p in ("16-true", "bf16-true")}
     acc = {"supported": good, "refuted": dict.fromkeys(good, 0.5),
-           "nuanced": {**good, ("adam", "16-true"): 0.5}}[word]
-    return pure(arms(acc))
+           "nuanced": {**good, ("adam", "16-true"): 0.5},
+           "working": {**good, ("adam", "16-true"): 0.1, ("adam", WORKING): 0.9}}[word]
+    # test_examples: one example's share of accuracy is the resolution a zero-spread arm needs
+    return pure(arms(acc), diverged={("adam", "16-true")} if word == "working" else set()
+                ).assign(test_examples=2000)
 
 
 @pytest.mark.parametrize("lm, ch02, verdict", [
@@ -110,8 +149,12 @@ def chapter02(word: str) -> pd.DataFrame:
     ({"bf16-true": 0.3, "16-true": 2.0, "bf16-kahan": 0.2}, "refuted", "refuted"),
     ({"bf16-true": 0.3, "16-true": 2.0, "bf16-kahan": 0.2}, "supported", "nuanced"),
     ({"bf16-true": 0.3, "bf16-kahan": 0.0}, "refuted", "nuanced"),  # Kahan rescues the LM
+    # chapter 02's naive fp16 Adam diverges, its eps-1e-4 twin trains: a way exists there too
+    ({"bf16-true": 0.0, "16-true": 0.0, WORKING: 0.0}, "working", "supported"),
 ])
 def test_chapter_02s_pure_runs_join_the_language_model(lm, ch02, verdict):
-    f = rules.mp12(runs_table(lm), chapter02(ch02))
+    f = rules.mp12(runs_table(lm, nan="16-true" if WORKING in lm else ""), chapter02(ch02))
     assert f.verdict == verdict
     assert "Chapter 02's MLPs" in f.reason and "fp16 SGD" in f.reason
+    assert f"chapter 02's MLPs: {rules.mixed.mp12(chapter02(ch02)).verdict}" in \
+        f.reason.split("; ")[0]

@@ -137,12 +137,14 @@ RECIPE_BASELINE = "bf16-mixed"
 @dataclass(frozen=True)
 class Recipe:
     """How one recipe trains: the Trainer's precision, the FP8/MX scaling of the swapped Linears
-    (None: no swap) and the pure-bf16 update rule (None: the policy's own weights)."""
+    (None: no swap), the pure-bf16 update rule (None: the policy's own weights) and Adam's eps
+    (None: torch's 1e-8)."""
 
     precision: str
     float8: str | None = None
     pure16: str | None = None
     family: str = ""
+    eps: float | None = None
 
 
 RECIPE_SPECS: dict[str, Recipe] = {
@@ -155,6 +157,8 @@ RECIPE_SPECS: dict[str, Recipe] = {
     "mxfp4": Recipe("bf16-mixed", float8="mxfp4", family="mx"),
     "bf16-true": Recipe("bf16-true", family="naive pure 16-bit"),
     "16-true": Recipe("16-true", family="naive pure 16-bit"),
+    **{label: Recipe(precision, eps=eps, family="pure fp16, an eps fp16 holds")
+       for label, (precision, eps) in WORKING_PURE.items()},
     "bf16-stochastic": Recipe("bf16-mixed", pure16="stochastic", family="pure bf16, no master"),
     "bf16-kahan": Recipe("bf16-mixed", pure16="kahan", family="pure bf16, no master"),
 }

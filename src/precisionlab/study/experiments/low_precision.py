@@ -4,8 +4,10 @@ The same character model and text (`experiments.language_models.load` / `model_f
 the book's one loop (`amp.Trainer`) under each recipe of `RECIPES`: the fp32 reference, the
 bf16-mixed baseline (fp32 master weights), simulated FP8 and MX training (every Linear swapped
 for `amp.float8.Float8Linear`, the first and last kept in high precision, inside bf16-mixed),
-naive pure 16-bit (`bf16-true`, `16-true`), and pure bf16 weights updated with stochastic
-rounding or Kahan compensation (`amp.pure16.low_precision_weights`, no fp32 master copy).
+naive pure 16-bit (`bf16-true`, `16-true`), pure fp16 with an Adam eps fp16 can hold (`16-true,
+eps 1e-4`, `designs.WORKING_PURE`: torch's 1e-8 rounds to 0 in fp16), and pure bf16 weights
+updated with stochastic rounding or Kahan compensation (`amp.pure16.low_precision_weights`, no
+fp32 master copy).
 Runs that share a seed share their data, initial weights and batch order, so each recipe is
 compared with the bf16-mixed run of its seed. `train` returns the runs, curves and per-tensor
 FP8 statistics; `range_change` drives one Float8Linear through a scripted jump of its input's
@@ -28,7 +30,7 @@ from torch import nn
 from precisionlab import bench
 from precisionlab.amp import Trainer
 from precisionlab.data import Split
-from precisionlab.study.designs import JUMP, RECIPE_SPECS, RECIPES, Recipe
+from precisionlab.study.designs import JUMP, RECIPE_SPECS, RECIPES, WORKING_PURE, Recipe
 from precisionlab.study.designs import RECIPE_BASELINE as BASELINE
 from precisionlab.study.experiments import mixed
 from precisionlab.study.experiments.language_models import load, model_for
@@ -37,16 +39,43 @@ from precisionlab.study.store import stored
 
 PURE02 = "data/02_mixed_precision/pure_precision.csv"
 """Chapter 02's pure 16-bit runs (its published table, a declared input of chapter 15)."""
+TORCH_EPS = 1e-8  # torch.optim.Adam's default eps: what a recipe with eps None runs
 
 
 def chapter02_pure(root: Path) -> pd.DataFrame:
     """One row per run of chapter 02's pure 16-bit and AMP MLPs (`mixed.finals`: optimizer,
-    precision, seed, test_metric, diverged, stalled), read from its published table."""
+    precision, seed, test_metric, diverged, stalled), read from its published table, with each
+    run's recipe label in `precision` (`pure_recipes`), so two Adam recipes on one policy stay
+    two runs."""
     path = root / PURE02
     if not path.is_file():
         raise FileNotFoundError(f"{PURE02}: missing; publish chapter 02 first "
                                 "(precisionlab book 02_mixed_precision)")
-    return mixed.finals(pd.read_csv(path), ["optimizer", "precision"])
+    return mixed.finals(pure_recipes(pd.read_csv(path)), ["optimizer", "precision"])
+
+
+def pure_recipes(history: pd.DataFrame) -> pd.DataFrame:
+    """`history` with each row's recipe label in `precision`, whichever way chapter 02 wrote it:
+    the label in `precision` already ('16-true, eps 1e-4'), in a `recipe` column (empty where
+    the recipe is the policy itself), or as the policy in `precision` with Adam's eps in an
+    `eps` column (empty or torch's 1e-8 for the naive recipe). Tables with neither column
+    (older runs) pass unchanged; an eps that `designs.WORKING_PURE` does not name raises."""
+    out = history.copy()
+    if "recipe" in out.columns:
+        label = out.recipe.where(out.recipe.notna() & (out.recipe.astype(str) != ""),
+                                 out.precision)
+        out["precision"] = label.astype(str)
+    elif "eps" in out.columns:
+        by_setting = {setting: label for label, setting in WORKING_PURE.items()}
+        eps = pd.to_numeric(out.eps, errors="coerce")
+        for i in out.index[eps.notna() & (eps != TORCH_EPS)]:
+            setting = (out.at[i, "precision"], float(eps[i]))
+            if setting not in by_setting:
+                raise ValueError(f"{PURE02}: a {setting[0]} run with Adam eps {setting[1]:g} "
+                                 f"that designs.WORKING_PURE does not name (known: "
+                                 f"{', '.join(WORKING_PURE)})")
+            out.at[i, "precision"] = by_setting[setting]
+    return out
 
 
 FLOAT8_RECIPES = tuple(r for r, s in RECIPE_SPECS.items() if s.float8)
@@ -129,8 +158,9 @@ def train(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, steps: int = 6
           device: str = "cpu") -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Train one model per (seed, recipe) from the seed's weights and batches.
 
-    Returns (runs, curves, fp8). runs: seed, recipe, family, precision, val_loss (final),
-    train_loss (last step), nonfinite_steps, diverged (final validation loss not finite),
+    Returns (runs, curves, fp8). runs: seed, recipe, family, precision (the Trainer's), eps
+    (Adam's, as run), val_loss (final), train_loss (last step), nonfinite_steps, diverged (final
+    validation loss not finite),
     stalled (mean share per step of weights with a gradient that did not move: updates lost
     to rounding), seconds. curves: seed, recipe, step, val_loss every `eval_every` steps and
     at the last.
@@ -147,14 +177,15 @@ def train(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, steps: int = 6
             model = prepare(copy.deepcopy(m0), recipe)
             trainer = Trainer(precision=spec.precision, steps=steps, batch_size=batch, lr=lr,
                               eval_every=eval_every, seed=seed, device=device, progress=False,
-                              track_stalled=True)
+                              track_stalled=True, eps=spec.eps)
             with weights_for(model, recipe, seed):
                 history = trainer.fit(model, data)
             last = history.iloc[-1]
             loss = history.loss.to_numpy(dtype=float)
             val = float(last.test_loss)
             runs.append({"seed": seed, "recipe": recipe, "family": spec.family,
-                         "precision": spec.precision, "val_loss": val,
+                         "precision": spec.precision,
+                         "eps": TORCH_EPS if spec.eps is None else spec.eps, "val_loss": val,
                          "train_loss": float(last.loss),
                          "nonfinite_steps": int((~np.isfinite(loss)).sum()),
                          "diverged": not math.isfinite(val),
@@ -247,8 +278,9 @@ def step_times(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, time_step
 def _timed_step(recipe: str, model: nn.Module, data: Split, seed: int, time_steps: int,
                 batch: int, lr: float, device: str) -> Callable[[], object]:
     """A call that runs `time_steps` optimizer steps of `recipe` on `model`."""
-    trainer = Trainer(precision=spec_of(recipe).precision, steps=time_steps, batch_size=batch,
-                      lr=lr, eval_every=None, seed=seed, device=device, progress=False)
+    spec = spec_of(recipe)
+    trainer = Trainer(precision=spec.precision, steps=time_steps, batch_size=batch, lr=lr,
+                      eval_every=None, seed=seed, device=device, progress=False, eps=spec.eps)
 
     def run() -> object:
         with weights_for(model, recipe, seed):
