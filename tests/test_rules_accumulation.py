@@ -99,6 +99,14 @@ def test_ga3_nuanced_when_seeds_disagree():
     assert rules.ga3(ga3_table({"16-true": [1.0, 3.0, 1.1]})).verdict == "nuanced"
 
 
+def test_ga3_inside_the_factor_but_too_noisy_to_detect_it_is_underpowered():
+    # log ratios 0, +-0.07: the interval fits inside +-log 1.25, but three seeds this noisy
+    # could not tell a 1.25x change from none at 80 % power
+    f = rules.ga3(ga3_table({"16-true": [0.93, 1.0, 1.07]}))
+    assert f.verdict == "nuanced" and "inconclusive (underpowered)" in f.reason
+    assert "detectable" in f.reason
+
+
 def test_ga3_one_seed_is_not_testable():
     assert rules.ga3(ga3_table({"16-true": [3.0]})).verdict == "not testable here"
 

@@ -107,12 +107,21 @@ def _growth(table: pd.DataFrame, precision: str) -> stats.Interval:
 
 
 def _word(iv: stats.Interval) -> str:
+    """'worse', 'unaffected' (equivalent within the factor, and the seeds could detect a change
+    of its size), 'inconclusive (underpowered)' or 'inconclusive'."""
     limit = math.log(WORSE_FACTOR)
     if iv.low > 0 and iv.mean >= limit:
         return "worse"
-    if iv.within(limit):
+    outcome = stats.Comparison(iv, limit).outcome
+    if outcome == "equivalent":
         return "unaffected"
-    return "inconclusive"
+    return "inconclusive (underpowered)" if outcome == "underpowered" else "inconclusive"
+
+
+def _detectable(iv: stats.Interval) -> str:
+    """The smallest error ratio the seeds could tell from 1 at 80 % power, as a factor."""
+    d = stats.Comparison(iv, math.log(WORSE_FACTOR)).detectable
+    return "?" if math.isnan(d) else f"{sig2(math.exp(d))}x"
 
 
 def ga3(errors: pd.DataFrame, parts: pd.DataFrame | None = None,
@@ -140,9 +149,10 @@ def ga3(errors: pd.DataFrame, parts: pd.DataFrame | None = None,
 
     def factor(iv: stats.Interval) -> str:
         return (f"{sig2(math.exp(iv.mean))}x [{sig2(math.exp(iv.low))}, "
-                f"{sig2(math.exp(iv.high))}]")
+                f"{sig2(math.exp(iv.high))}], detectable {_detectable(iv)}")
 
-    reason = (f"gradient error at k = {kmax} over k = {k1}, paired by seed (n={n}): "
+    reason = (f"gradient error at k = {kmax} over k = {k1}, paired by seed (n={n}; detectable: the "
+              "smallest ratio the seeds tell from 1 at 80 % power): "
               + ", ".join(f"{factor(growth[p])} ({p}: {words[p]})" for p in growth))
     if parts is not None:
         med = parts[parts.k == kmax].groupby("accumulator").rel_error.median()
@@ -201,7 +211,8 @@ def ga4(errors: pd.DataFrame, parts: pd.DataFrame | None = None,
             name = f"{setting}{suffix}"
             words[name] = _reduction(iv)
             texts.append(f"{math.exp(iv.mean):.3g}x [{math.exp(iv.low):.3g}, "
-                         f"{math.exp(iv.high):.3g}] ({name}: {words[name]})")
+                         f"{math.exp(iv.high):.3g}], detectable {_detectable(iv)} "
+                         f"({name}: {words[name]})")
     kinds = {w.split(":")[0] for w in words.values()}
     if kinds == {"reduces"}:
         verdict = "supported"
@@ -214,5 +225,6 @@ def ga4(errors: pd.DataFrame, parts: pd.DataFrame | None = None,
             "refuted": "more micro-batches never cut the error by the factor"}.get(
                 verdict, "more micro-batches cut the error in some settings only")
     reason = (f"{lead}: error against the exact gradient at k = {kmax} over k = {k1}, paired by "
-              f"seed (n={n}, a cut needs <= 1/{REDUCE_FACTOR:g}): " + ", ".join(texts))
+              f"seed (n={n}, a cut needs <= 1/{REDUCE_FACTOR:g}; detectable: the smallest ratio "
+              "the seeds tell from 1 at 80 % power): " + ", ".join(texts))
     return Finding("GA-4", verdict, reason, evidence)
