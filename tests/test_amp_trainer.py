@@ -5,10 +5,11 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from precisionlab.amp.trainer import Trainer, plain_loop
+from precisionlab.amp.trainer import Trainer, plain_loop, steady_seconds_per_step
 from precisionlab.data import digits
 from precisionlab.models import MLP
 
@@ -199,3 +200,17 @@ def test_eps_reaches_the_optimizer_and_rescues_pure_fp16_adam():
     assert not np.isfinite(runs[None].loss.to_numpy()).all()
     assert np.isfinite(runs[1e-4].loss.to_numpy()).all()
     assert runs[1e-4].loss.iloc[-5:].mean() < runs[1e-4].loss.iloc[:5].mean()
+
+
+def test_steady_seconds_per_step_reads_the_fits_clock_after_its_first_step():
+    # the first step ends late (set-up and Adam's state), the next three take 0.5 s each
+    history = pd.DataFrame({"step": [1, 2, 3, 4], "seconds": [5.0, 5.5, 6.0, 6.5]})
+    assert steady_seconds_per_step(history) == pytest.approx(0.5)
+    assert steady_seconds_per_step(history.iloc[:2]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="at least 2 steps"):
+        steady_seconds_per_step(history.iloc[:1])
+    with pytest.raises(ValueError, match="seconds"):
+        steady_seconds_per_step(history.drop(columns="seconds"))
+    _, real = fit(precision="32-true", steps=3, batch_size=16, eval_every=None)
+    per_step = steady_seconds_per_step(real)
+    assert 0 < per_step < real.seconds.iloc[-1] / 2  # two of three steps, set-up left out

@@ -89,3 +89,17 @@ def test_working_pure_fp16_recipe_trains_where_the_naive_one_divides_by_zero():
     assert by.diverged["16-true"] and by.nonfinite_steps["16-true"] >= 1
     assert not by.diverged["16-true, eps 1e-4"] and by.nonfinite_steps["16-true, eps 1e-4"] == 0
     assert by.val_loss["16-true, eps 1e-4"] < math.log(len(lm.char_corpus().vocab)) + 1
+
+
+def test_step_times_read_each_call_through_the_trainers_steady_step_clock(monkeypatch):
+    calls = []
+
+    def spy(history):
+        calls.append(len(history))
+        return 0.25
+
+    monkeypatch.setattr(lm, "steady_seconds_per_step", spy)
+    times = lm.step_times([0], ["32-true", "bf16-mixed"], time_steps=3, batch=8, context=8,
+                          d_model=8, n_layers=1, repeats=5, warmup=1)
+    assert calls == [3] * 12  # (1 warm-up + 5 timed calls) per recipe, each of 3 steps
+    assert (times.seconds_per_step == 0.25).all() and (times.ratio == 1.0).all()

@@ -127,15 +127,37 @@ def test_range_change_shows_what_delayed_scaling_loses():
     assert recent.scale[26:].to_numpy() == pytest.approx(cur.scale[26:].to_numpy())
 
 
-def test_step_times_ratio_is_one_for_the_baseline():
+def test_step_times_are_steady_state_ratios_to_bf16_mixed_in_one_run():
     t = lp.step_times([0], ["bf16-mixed", "fp8-current", "bf16-stochastic",
                             "16-true, eps 1e-4"], batch=4, context=8, d_model=32, n_layers=1,
                       repeats=5, warmup=0)
+    assert len(t) == 4 * 5 and set(t.repeat) == set(range(5))  # a row per repeat: the spread
+    # steady state (the default 3 steps): two steps timed, set-up and the first step left out
+    assert np.isfinite(t.seconds_per_step).all() and (t.seconds_per_step > 0).all()
+    assert (t.seconds_per_step < t.seconds / 2).all()
     r = lp.ratios(t)
     assert set(r.recipe) == {"bf16-mixed", "fp8-current", "bf16-stochastic",
                              "16-true, eps 1e-4"}
     assert r.set_index("recipe").ratio["bf16-mixed"] == 1.0
-    assert (r.s_per_step > 0).all()
+    med = t.groupby("recipe").seconds_per_step.median()
+    assert r.set_index("recipe").ratio["fp8-current"] == pytest.approx(
+        med["fp8-current"] / med["bf16-mixed"])
+    with pytest.raises(ValueError, match="time_steps"):
+        lp.step_times([0], ["bf16-mixed"], time_steps=1)
+
+
+def test_step_times_read_each_call_through_the_trainers_steady_step_clock(monkeypatch):
+    calls = []
+
+    def spy(history):
+        calls.append(len(history))
+        return 0.25
+
+    monkeypatch.setattr(lp, "steady_seconds_per_step", spy)
+    t = lp.step_times([0], ["bf16-mixed", "bf16-kahan"], batch=4, context=8, d_model=32,
+                      n_layers=1, repeats=5, warmup=1)
+    assert calls == [3] * 12  # (1 warm-up + 5 timed calls) per recipe, each of 3 steps
+    assert (t.seconds_per_step == 0.25).all() and (t.ratio == 1.0).all()
 
 
 def test_chapter02_pure_reads_one_row_per_published_run(tmp_path):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from pathlib import Path
 
 import matplotlib
 
@@ -13,7 +16,10 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 
+from precisionlab.study.experiments import language_models as lm  # noqa: E402
 from precisionlab.study.reports import language_models as report  # noqa: E402
+
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "12_language_model_training.ipynb"
 
 
 def toy() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -97,3 +103,61 @@ def test_ratio_figure_labels_its_log_axis_in_plain_decimals():
     assert len(shown) >= 4 and shown == [f"{float(t):g}" for t in shown]  # plain decimals
     assert "1" in shown and not any(t.get_text() for t in ax.yaxis.get_minorticklabels())
     plt.close(fig)
+
+
+def every_recipe() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Toy runs, curves and ratios of every recipe chapter 12 trains: naive 16-true diverges in
+    every seed, the working pure-fp16 recipe in one."""
+    runs, curves, ratios = [], [], []
+    for s in range(3):
+        for i, p in enumerate(lm.RECIPES):
+            bad = p == "16-true" or (p == "16-true, eps 1e-4" and s == 2)
+            v = math.nan if bad else 2.0 + 0.01 * s + 0.002 * i * (s + 1)
+            runs.append({"seed": s, "precision": p, "val_loss": v, "val_perplexity": math.exp(v),
+                         "skipped_steps": 0, "diverged": bad})
+            ratios.append({"seed": s, "precision": p, "ratio": 1.0 + 0.1 * i + 0.01 * s})
+            for step in (10, 20):
+                curves.append({"seed": s, "precision": p, "step": step,
+                               "val_loss": v + 1 / step})
+    return pd.DataFrame(runs), pd.DataFrame(curves), pd.DataFrame(ratios)
+
+
+def test_every_recipe_draws_in_its_own_colour_marker_and_line():
+    runs, curves, _ = every_recipe()
+    assert report.STYLES["16-true, eps 1e-4"] != report.STYLES["16-true"]
+    fig = report.plot_curves(curves, runs, "test machine")
+    lines = [line for line in fig.axes[0].get_lines() if not line.get_label().startswith("_")]
+    drawn = {line.get_label().split(" (")[0]: (matplotlib.colors.to_hex(line.get_color()),
+                                              line.get_marker(), line.get_linestyle())
+             for line in lines}
+    assert set(drawn) == set(lm.RECIPES)
+    assert len(set(drawn.values())) == len(drawn)  # no two recipes look alike
+    assert drawn["16-true, eps 1e-4"][0] == report.COLORS["16-true, eps 1e-4"].lower()
+    for p in lm.RECIPES:  # none falls back to the default colour or style
+        assert p in report.COLORS and p in report.STYLES
+    plt.close(fig)
+
+
+def test_facts_name_every_recipe_by_a_safe_glue_key():
+    assert report.glue_key("16-true, eps 1e-4") == "16_true_eps_1e_4"
+    assert report.glue_key("bf16-mixed") == "bf16_mixed"
+    runs, _, ratios = every_recipe()
+    facts = report.facts(runs, ratios)
+    assert all(re.fullmatch(r"[A-Za-z0-9_]+", key) for key in facts)
+    assert {"ppl_16_true_eps_1e_4", "ratio_16_true_eps_1e_4",
+            "dloss_16_true_eps_1e_4"} <= set(facts)
+    # a label holding a comma stays one item of the list
+    assert facts["diverged"] == "16-true (3 of 3 seeds); 16-true, eps 1e-4 (1 of 3 seeds)"
+
+
+def test_every_name_the_chapters_prose_cites_is_glued():
+    cited, glued = set(), set()
+    for cell in json.loads(NOTEBOOK.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            cited |= set(re.findall(r"\{glue:text\}`([^`]+)`", source))
+        else:
+            glued |= set(re.findall(r'glue\("([^"]+)"', source))
+    runs, _, ratios = every_recipe()
+    glued |= set(report.facts(runs, ratios))
+    assert cited and sorted(cited - glued) == []

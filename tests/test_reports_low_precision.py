@@ -3,7 +3,10 @@ tables hold (small synthetic tables, Agg backend)."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from pathlib import Path
 
 import matplotlib
 
@@ -17,7 +20,8 @@ from precisionlab.study.experiments import low_precision as lp  # noqa: E402
 from precisionlab.study.reports import low_precision as report  # noqa: E402
 
 SHIFT = {"32-true": 0.0, "bf16-mixed": 0.0, "fp8-current": 0.01, "mxfp4": 0.3,
-         "bf16-true": 0.02, "16-true": math.nan, "bf16-kahan": 0.0}
+         "bf16-true": 0.02, "16-true": math.nan, "16-true, eps 1e-4": 0.0, "bf16-kahan": 0.0}
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "15_low_precision_training.ipynb"
 
 
 def tables() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
@@ -134,3 +138,39 @@ def test_cost_table_and_facts():
 def test_every_recipe_has_a_style(recipe):
     color, marker, line = report.style(recipe)
     assert color.startswith("#") and marker and line
+    assert color in report.FAMILY_COLORS.values()  # its family's, not the fallback grey
+
+
+def test_no_two_recipes_look_alike():
+    styles = [report.style(r) for r in lp.RECIPES]
+    assert len(set(styles)) == len(lp.RECIPES)
+    assert report.style("16-true, eps 1e-4")[0] != report.style("16-true")[0]
+
+
+def test_facts_name_every_recipe_by_a_safe_glue_key():
+    runs, _, _, ratios = tables()
+    f = report.facts(runs) | report.cost_facts(ratios)
+    assert all(re.fullmatch(r"[A-Za-z0-9_]+", key) for key in f)
+    assert f["outcome_16_true_eps_1e_4"] == "matches"
+    assert {"dloss_16_true_eps_1e_4", "stalled_16_true_eps_1e_4",
+            "ratio_16_true_eps_1e_4"} <= set(f)
+    runs.loc[runs.recipe == "16-true, eps 1e-4", "val_loss"] = math.nan
+    assert report.facts(runs)["diverged"] == "16-true; 16-true, eps 1e-4"  # one item each
+
+
+def test_every_name_the_chapters_prose_cites_is_glued():
+    cited, glued = set(), set()
+    for cell in json.loads(NOTEBOOK.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            cited |= set(re.findall(r"\{glue:text\}`([^`]+)`", source))
+        else:
+            glued |= set(re.findall(r'glue\("([^"]+)"', source))
+    runs = pd.DataFrame([{"seed": seed, "recipe": r, "family": lp.RECIPE_SPECS[r].family,
+                          "val_loss": 2.0 + 0.001 * seed * (i + 1), "diverged": False,
+                          "stalled": 0.1} for seed in range(3)
+                         for i, r in enumerate(lp.RECIPES)])  # every recipe the chapter trains
+    ratios = runs.assign(s_per_step=0.01, ratio=1.0 + 0.01 * runs.seed)
+    trace = lp.range_change(steps=40, jump_at=4, drop_at=12)
+    glued |= set(report.facts(runs) | report.cost_facts(ratios) | report.range_facts(trace))
+    assert cited and sorted(cited - glued) == []

@@ -218,6 +218,19 @@ class Trainer:
             return evaluate(model, data, self.policy, chunk, self.objective)
 
 
+def steady_seconds_per_step(history: pd.DataFrame) -> float:
+    """Steady-state seconds per optimizer step of one `Trainer.fit`, from its own clock: (end of
+    the last step - end of the first) / (steps - 1), so the set-up a long run pays once (model
+    cast, optimizer and scaler built) and the first step (Adam's state allocated) stay out."""
+    if "seconds" not in history.columns:
+        raise ValueError("history: needs the `seconds` column of a Trainer.fit history")
+    clock = history["seconds"].to_numpy(dtype=float)
+    if len(clock) < 2:
+        raise ValueError(f"history: needs at least 2 steps for a steady-state step time (the "
+                         f"first step is set-up); got {len(clock)}")
+    return float((clock[-1] - clock[0]) / (len(clock) - 1))
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Split, policy: Policy | None = None,
              chunk: int = 1024, objective: str = "cross-entropy") -> tuple[float, float]:
@@ -297,4 +310,5 @@ def _integer(value: object) -> bool:
 
 
 __all__ = ["OBJECTIVES", "OPTIMIZERS", "PRECISIONS", "SCALERS", "Trainer", "batch_indices",
-           "evaluate", "loss_and_accuracy", "loss_and_metric", "make_optimizer", "plain_loop"]
+           "evaluate", "loss_and_accuracy", "loss_and_metric", "make_optimizer", "plain_loop",
+           "steady_seconds_per_step"]

@@ -24,6 +24,7 @@ import torch
 
 from precisionlab import bench
 from precisionlab.amp import Trainer, get_matmul16, set_matmul16
+from precisionlab.amp.trainer import steady_seconds_per_step
 from precisionlab.data import Split, char_corpus
 from precisionlab.study import tasks
 from precisionlab.study.designs import LM_BASELINE as BASELINE
@@ -124,8 +125,9 @@ def step_times(seeds: Sequence[int], precisions: Sequence[str] = tuple(RECIPES),
     even where training emulated them, since the time is what this hardware does.
 
     Method: each timed call is one `Trainer.fit` of `time_steps` steps (at least 2) on the same
-    model; its seconds per step are read from the fit's own clock, (end of the last step - end
-    of the first) / (time_steps - 1), so casting the model, building the optimizer and scaler,
+    model; its seconds per step are read from the fit's own clock
+    (`amp.trainer.steady_seconds_per_step`: (end of the last step - end of the first) /
+    (time_steps - 1)), so casting the model, building the optimizer and scaler,
     and the first step (Adam's state allocated) are left out; on CUDA each step's loss read
     synchronizes. `warmup` untimed calls per recipe come first, `repeats` timed ones follow.
     Returns seed, precision, repeat, seconds (the whole call, set-up included),
@@ -155,8 +157,7 @@ def step_times(seeds: Sequence[int], precisions: Sequence[str] = tuple(RECIPES),
                                   progress=False, eps=eps)
 
                 def run() -> None:
-                    clock = trainer.fit(model, data).seconds.to_numpy(dtype=float)
-                    steady[label].append((clock[-1] - clock[0]) / (time_steps - 1))
+                    steady[label].append(steady_seconds_per_step(trainer.fit(model, data)))
                 return run
 
             cands = {p: call(p, copy.deepcopy(m0)) for p in precisions}

@@ -11,7 +11,8 @@ fp32 master copy).
 Runs that share a seed share their data, initial weights and batch order, so each recipe is
 compared with the bf16-mixed run of its seed. `train` returns the runs, curves and per-tensor
 FP8 statistics; `range_change` drives one Float8Linear through a scripted jump of its input's
-range; `step_times` times one optimizer step per recipe, interleaved in one run per seed.
+range; `step_times` times steady-state optimizer steps per recipe (set-up left out),
+interleaved in one run per seed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 
 from precisionlab import bench
 from precisionlab.amp import Trainer
+from precisionlab.amp.trainer import steady_seconds_per_step
 from precisionlab.data import Split
 from precisionlab.study.designs import JUMP, RECIPE_SPECS, RECIPES, WORKING_PURE, Recipe
 from precisionlab.study.designs import RECIPE_BASELINE as BASELINE
@@ -252,39 +254,56 @@ def range_change(steps: int = 48, jump_at: int = 8, drop_at: int = 28, width: in
 
 
 @stored
-def step_times(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, time_steps: int = 1,
+def step_times(seeds: Sequence[int], recipes: Sequence[str] = RECIPES, time_steps: int = 3,
                batch: int = 16, lr: float = 3e-3, context: int = 16, d_model: int = 32,
                n_layers: int = 2, repeats: int = 5, warmup: int = 1,
                device: str = "cpu") -> pd.DataFrame:
-    """Seconds per optimizer step of each recipe, interleaved in one run per seed
-    (`bench.interleaved`). Returns seed, recipe, repeat, seconds, seconds_per_step and ratio
-    (this recipe's median over bf16-mixed's in the same run)."""
+    """Steady-state seconds per optimizer step of each recipe, interleaved in one run per seed
+    (`bench.interleaved`), with the training's 16-bit matmul setting.
+
+    Each timed call is one `Trainer.fit` of `time_steps` steps (at least 2) on the same model;
+    its seconds per step come from the fit's own clock (`amp.trainer.steady_seconds_per_step`),
+    so the Linear swap, model cast, optimizer built and first step are left out. `warmup`
+    untimed calls per recipe come first, `repeats` timed ones follow. Returns seed, recipe,
+    repeat, seconds (the whole call, set-up included), seconds_per_step (steady state) and ratio
+    (this recipe's median seconds_per_step over bf16-mixed's, same run): one row per repeat."""
     if BASELINE not in recipes:
         raise ValueError(f"recipes: must include {BASELINE!r} (the baseline of the ratios)")
+    if isinstance(time_steps, bool) or not isinstance(time_steps, int) or time_steps < 2:
+        raise ValueError(f"time_steps: must be an integer >= 2 (a call's first step is set-up, "
+                         f"the rest are timed); got {time_steps!r}")
+    for r in recipes:
+        spec_of(r)
     tables = []
     for seed in seeds:
         data = load(seed, context, max(batch, 64), 8, device)
         m0 = model_for(data, seed, d_model, n_layers, device)
+        steady: dict[str, list[float]] = {r: [] for r in recipes}
         cands = {r: _timed_step(r, prepare(copy.deepcopy(m0), r), data, seed, time_steps,
-                                batch, lr, device) for r in recipes}
+                                batch, lr, device, steady[r]) for r in recipes}
         t = bench.interleaved(cands, repeats=repeats, warmup=warmup, device=device).rename(
             columns={"candidate": "recipe"})
-        med = t.groupby("recipe").seconds.median()
-        tables.append(t.assign(seed=seed, seconds_per_step=t.seconds / time_steps,
-                               ratio=t.recipe.map(med / med[BASELINE])))
+        # each recipe's calls ran in order: `warmup` untimed ones, then repeat 0, 1, ...
+        per_step = [steady[r][warmup + k] for r, k in zip(t.recipe, t.repeat, strict=True)]
+        t = t.assign(seed=seed, seconds_per_step=per_step)
+        med = t.groupby("recipe").seconds_per_step.median()
+        tables.append(t.assign(ratio=t.recipe.map(med / med[BASELINE])))
     return pd.concat(tables, ignore_index=True)
 
 
 def _timed_step(recipe: str, model: nn.Module, data: Split, seed: int, time_steps: int,
-                batch: int, lr: float, device: str) -> Callable[[], object]:
-    """A call that runs `time_steps` optimizer steps of `recipe` on `model`."""
+                batch: int, lr: float, device: str,
+                steady: list[float]) -> Callable[[], None]:
+    """A call that runs `time_steps` optimizer steps of `recipe` on `model` and appends their
+    steady-state seconds per step to `steady`."""
     spec = spec_of(recipe)
     trainer = Trainer(precision=spec.precision, steps=time_steps, batch_size=batch, lr=lr,
                       eval_every=None, seed=seed, device=device, progress=False, eps=spec.eps)
 
-    def run() -> object:
+    def run() -> None:
         with weights_for(model, recipe, seed):
-            return trainer.fit(model, data)
+            history = trainer.fit(model, data)
+        steady.append(steady_seconds_per_step(history))
     return run
 
 

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,10 +14,20 @@ from matplotlib.figure import Figure
 from precisionlab.study import plotting, stats
 from precisionlab.study.designs import LM_BASELINE as BASELINE
 from precisionlab.study.designs import LM_PRECISIONS as PRECISIONS
+from precisionlab.study.designs import WORKING_PURE
 
-COLORS = dict(zip(PRECISIONS, plotting.PALETTE, strict=False))
-STYLES = dict(zip(PRECISIONS, [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")],
+# Every recipe label chapter 12 trains: the five precisions, then the working pure-fp16 ones.
+LABELS = (*PRECISIONS, *WORKING_PURE)
+COLORS = dict(zip(LABELS, plotting.PALETTE, strict=False))
+STYLES = dict(zip(LABELS, [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-"),
+                           ("X", "--")],
                   strict=True))  # marker and line style: recipes that coincide stay visible
+
+
+def glue_key(label: str) -> str:
+    """`label` as part of a glue name, letters, digits and underscores only ('16-true, eps 1e-4'
+    -> '16_true_eps_1e_4'), so the prose can cite every recipe's numbers by a plain name."""
+    return re.sub(r"[^0-9A-Za-z]+", "_", label).strip("_")
 
 
 def _ci(values: pd.Series, digits: int = 4) -> str:
@@ -103,10 +114,11 @@ def plot_ratios(ratios: pd.DataFrame, hardware: str) -> Figure:
 
 def facts(runs: pd.DataFrame, ratios: pd.DataFrame) -> dict[str, str]:
     """The numbers the prose cites, as text: per precision its paired loss difference, its
-    perplexity and its step-time ratio; the 32-true perplexity; the diverged runs."""
+    perplexity and its step-time ratio (named by `glue_key`); the 32-true perplexity; the
+    diverged runs (separated by semicolons, since a recipe label may hold a comma)."""
     out: dict[str, str] = {}
     for p in dict.fromkeys(runs.precision):
-        key = p.replace("-", "_")
+        key = glue_key(p)
         out[f"ppl_{key}"] = _ci(runs[runs.precision == p].val_perplexity, 3)
         r = ratios[ratios.precision == p].ratio
         out[f"ratio_{key}"] = _ratio_ci(r) + "x" if len(r) else "(not timed)"
@@ -115,7 +127,7 @@ def facts(runs: pd.DataFrame, ratios: pd.DataFrame) -> dict[str, str]:
             out[f"dloss_{key}"] = ("diverged" if not np.isfinite(d.to_numpy(dtype=float)).all()
                                    else stats.interval(d).text(unit=" nats"))
     bad = runs[runs.diverged.astype(bool)]
-    out["diverged"] = (", ".join(f"{p} ({n} of {runs.seed.nunique()} seeds)"
+    out["diverged"] = ("; ".join(f"{p} ({n} of {runs.seed.nunique()} seeds)"
                                  for p, n in bad.groupby("precision", sort=False).size().items())
                        or "none")
     out["n_seeds"] = str(runs.seed.nunique())

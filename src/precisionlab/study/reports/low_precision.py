@@ -11,13 +11,13 @@ from matplotlib.figure import Figure
 from precisionlab.study import plotting, stats
 from precisionlab.study.designs import JUMP, RECIPE_SPECS, RECIPES
 from precisionlab.study.designs import RECIPE_BASELINE as BASELINE
-from precisionlab.study.reports.language_models import _ci, _ratio_ci
+from precisionlab.study.reports.language_models import _ci, _ratio_ci, glue_key
 from precisionlab.study.rules import low_precision as rules
 
-# One colour per family and one marker/line per recipe inside it, so 11 recipes stay apart.
+# One colour per family and one marker/line per recipe inside it, so 12 recipes stay apart.
 FAMILY_COLORS = {"fp32 reference": "#000000", "fp32 master weights (baseline)": "#0072B2",
                  "fp8": "#D55E00", "mx": "#CC79A7", "naive pure 16-bit": "#E69F00",
-                 "pure bf16, no master": "#009E73"}
+                 "pure fp16, an eps fp16 holds": "#56B4E9", "pure bf16, no master": "#009E73"}
 _STYLES = [("o", "-"), ("s", "--"), ("^", ":"), ("D", "-."), ("v", "-")]
 TENSORS = ("input", "weight", "grad_output")
 # The issue's constraint on the simulation: an FP8 step at most 3x a bf16-mixed step.
@@ -184,12 +184,13 @@ def range_facts(trace: pd.DataFrame) -> dict[str, str]:
 
 def facts(runs: pd.DataFrame) -> dict[str, str]:
     """The texts the prose cites about losses: per recipe its paired loss difference, outcome
-    and share of weights left unmoved per step; which FP8/MX recipes match bf16-mixed and which
-    do not; which diverged."""
+    and share of weights left unmoved per step (named by `glue_key`); which FP8/MX recipes
+    match bf16-mixed and which do not; which diverged (separated by semicolons, since a recipe
+    label may hold a comma)."""
     out: dict[str, str] = {}
     o = rules.outcomes(runs).set_index("recipe")
     for r in o.index:
-        key = r.replace("-", "_")
+        key = glue_key(r)
         d = stats.paired_differences(runs, "val_loss", "recipe", r, BASELINE)
         out[f"dloss_{key}"] = ("not finite" if not np.isfinite(d.to_numpy(dtype=float)).all()
                                else stats.interval(d).text(unit=" nats"))
@@ -198,18 +199,19 @@ def facts(runs: pd.DataFrame) -> dict[str, str]:
     out["fp8_matching"] = ", ".join(rules.matching(runs, low)) or "none"
     out["fp8_not_matching"] = ", ".join(
         f"{r} ({o.loc[r, 'outcome']})" for r in low if o.loc[r, "outcome"] != "matches") or "none"
-    out["diverged"] = ", ".join(o[o.outcome == "diverged"].index) or "none"
+    out["diverged"] = "; ".join(o[o.outcome == "diverged"].index) or "none"
     out["n_seeds"] = str(runs.seed.nunique())
     if "stalled" in runs.columns:
         for r, v in runs.groupby("recipe", sort=False).stalled.mean().items():
-            out[f"stalled_{r.replace('-', '_')}"] = f"{100 * v:.2g} %"
+            out[f"stalled_{glue_key(r)}"] = f"{100 * v:.2g} %"
     return out
 
 
 def cost_facts(ratios: pd.DataFrame) -> dict[str, str]:
-    """The texts the prose cites about cost: each recipe's step-time ratio to bf16-mixed, the
-    most expensive simulated FP8/MX recipe and whether it stays within COST_LIMIT."""
-    out = {f"ratio_{r.replace('-', '_')}": _ratio_ci(ratios[ratios.recipe == r].ratio)
+    """The texts the prose cites about cost: each recipe's step-time ratio to bf16-mixed (named
+    by `glue_key`), the most expensive simulated FP8/MX recipe and whether it stays within
+    COST_LIMIT."""
+    out = {f"ratio_{glue_key(r)}": _ratio_ci(ratios[ratios.recipe == r].ratio)
            for r in dict.fromkeys(ratios.recipe)}
     sim = ratios[ratios.recipe.map(lambda r: bool(r in RECIPE_SPECS
                                                    and RECIPE_SPECS[r].float8))]
