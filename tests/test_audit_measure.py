@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from precisionlab.amp.trainer import Trainer, evaluate
+from precisionlab.data import Split
 from precisionlab.quant.ptq import quantize_ptq
 from precisionlab.study import audit
 from precisionlab.study.audit import measure
@@ -103,6 +104,54 @@ def test_fp32_runs_are_the_trainer_bit_for_bit(audited):
         _, _, (loss, acc) = _direct(subject, params, seed)
         row = runs[(runs.precision == "32-true") & (runs.seed == seed)].iloc[0]
         assert row.test_loss == loss and row.metric == acc and row.finite
+
+
+def test_the_working_pure_recipe_is_the_trainer_at_16_true_with_its_eps(audited):
+    """Adam's default eps adds '16-true, eps 1e-4': 16-true trained with eps=1e-4."""
+    from precisionlab.amp.emulation import get_matmul16, set_matmul16
+
+    subject, params, result = audited
+    label = "16-true, eps 1e-4"
+    assert label in params["precisions"] and params["eps"] is None
+    data = measure.eval_split(subject.split, params["eval_examples"])
+    before = get_matmul16()
+    set_matmul16(result.matmul16)  # the 16-bit matmuls the audit trained with
+    try:
+        for seed in SEEDS:
+            torch.manual_seed(seed)
+            trainer = Trainer(precision="16-true", optimizer=params["optimizer"],
+                              lr=params["lr"], steps=params["steps"],
+                              batch_size=params["batch_size"], eval_every=None, device="cpu",
+                              seed=seed, progress=False, eps=1e-4)
+            trainer.fit(subject.make_model(), data)
+            loss, _ = measure._evaluate(trainer.model, data, "16-true", subject.task,
+                                        params["batch_size"])
+            row = result.runs[(result.runs.precision == label) & (result.runs.seed == seed)]
+            assert row.test_loss.item() == loss or (math.isnan(loss)
+                                                    and math.isnan(row.test_loss.item()))
+            assert trainer.optimizer_.defaults["eps"] == 1e-4
+    finally:
+        set_matmul16(before)
+    # the gradient before any step does not depend on eps: the same cosine as 16-true's
+    c = result.cosine.set_index(["precision", "seed"]).cosine
+    for seed in SEEDS:
+        a, b = c[("16-true", seed)], c[(label, seed)]
+        assert a == b or (math.isnan(a) and math.isnan(b))
+    assert label in set(result.parity.precision) and label in set(result.speed.precision)
+    assert len(result.history[result.history.precision == label]) == len(SEEDS) * params["steps"]
+
+
+def test_the_timed_step_uses_the_labels_eps(mod):
+    s = audit.load(f"{mod}:tiny", f"{mod}:classes", "classification")
+    x, y = s.split.x_train[:8], s.split.y_train[:8]
+    for eps, label, want in [(None, "16-true", 1e-8), (None, "16-true, eps 1e-4", 1e-4),
+                             (1e-3, "bf16-true", 1e-3)]:
+        params = audit.parameters("smoke", {"eps": eps})
+        step, _, model, opt = measure._step_fns(s, params, label, x, y)
+        step()
+        assert opt.defaults["eps"] == want
+        assert next(model.parameters()).dtype == (torch.bfloat16 if label == "bf16-true"
+                                                  else torch.float16)
 
 
 def test_history_and_parity_shapes(audited):
@@ -222,6 +271,22 @@ def _runs(metric_32, metric_low, loss_low=None):
 def test_parity_outcomes(task, low, loss, outcome):
     t = measure.parity_table(_runs([0.9, 0.8, 0.7], low, loss), task, 0.01)
     assert t.outcome.item() == outcome and t.n.item() == 3
+
+
+def test_accuracy_resolution_decides_a_zero_width_interval():
+    """Identical accuracies on every seed: unknown noise without the metric's resolution
+    ('underpowered'); with one test example's share stated, the design's power is known."""
+    same = _runs([0.9, 0.8, 0.7], [0.9, 0.8, 0.7])
+    assert measure.parity_table(same, "classification", 0.01).outcome.item() == "underpowered"
+    fine = measure.parity_table(same, "classification", 0.01, resolution=1 / 2000)
+    assert fine.outcome.item() == "equivalent" and 0 < fine.detectable.item() < 0.01
+    coarse = measure.parity_table(same, "classification", 0.01, resolution=1 / 100)
+    assert coarse.outcome.item() == "underpowered" and coarse.detectable.item() > 0.01
+    data = Split("s", torch.zeros(4, 2), torch.zeros(4), torch.zeros(300, 2), torch.zeros(300))
+    assert measure.resolution("classification", data, 2048) == 1 / 300
+    assert measure.resolution("classification", data, 100) == 1 / 100
+    assert measure.resolution("regression", data, 100) == 0.0
+    assert measure.resolution("language-model", data, 100) == 0.0
 
 
 def test_plots_and_tables_of_a_real_audit(audited):

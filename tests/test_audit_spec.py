@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from precisionlab.study import audit
-from precisionlab.study.audit.spec import parse_ptq
+from precisionlab.study.audit.spec import eps_is_zero, parse_ptq, recipe
 from precisionlab.validate import ParameterError
 
 MODELS = """
@@ -200,7 +200,10 @@ def test_task_model_squeezes_regression_only_when_told():
 
 def test_parameters_per_profile_and_overrides():
     smoke, cpu, gpu = (audit.parameters(p) for p in audit.PROFILES)
-    assert cpu == {**audit.PARAMETERS, "lr": 1e-3}
+    # the defaults, bar the working pure-fp16 recipe that Adam's default eps adds (below)
+    working = list(audit.PARAMETERS["precisions"])
+    working.insert(working.index("16-true") + 1, "16-true, eps 1e-4")
+    assert cpu == {**audit.PARAMETERS, "lr": 1e-3, "precisions": working}
     assert len(cpu["seeds"]) >= 3 and smoke["steps"] < cpu["steps"] < gpu["steps"]
     p = audit.parameters("smoke", {"precisions": ["bf16-mixed"], "ptq": [], "steps": 3})
     assert p["precisions"] == ["32-true", "bf16-mixed"] and p["ptq"] == [] and p["steps"] == 3
@@ -221,11 +224,44 @@ def test_parameters_per_profile_and_overrides():
     ("cpu", {"speed_repeats": 2}, "speed_repeats:"),
     ("cpu", {"device": "tpu"}, "device:"),
     ("cpu", {"threads": 0}, "threads:"),
+    ("cpu", {"eps": 0}, "eps:"),
+    ("cpu", {"eps": 1.5}, "eps:"),
+    ("cpu", {"eps": "small"}, "eps:"),
+    ("cpu", {"optimizer": "sgd", "eps": 1e-4}, "eps:"),
+    ("cpu", {"optimizer": "sgd", "precisions": ["16-true, eps 1e-4"]}, "precisions:"),
 ])
 def test_bad_parameters_name_the_parameter(profile, overrides, start):
     with pytest.raises(audit.AuditError) as e:
         audit.parameters(profile, overrides)
     assert str(e.value).startswith(start)
+
+
+@pytest.mark.parametrize("overrides, labels", [
+    ({}, ["32-true", "16-mixed", "bf16-mixed", "16-true", "16-true, eps 1e-4", "bf16-true"]),
+    ({"optimizer": "adamw", "precisions": ["16-true"]}, ["32-true", "16-true",
+                                                         "16-true, eps 1e-4"]),
+    ({"eps": 1e-8, "precisions": ["bf16-true", "16-true"]}, ["32-true", "bf16-true", "16-true",
+                                                             "16-true, eps 1e-4"]),
+    # an eps fp16 holds: 16-true is already the working recipe
+    ({"eps": 1e-4, "precisions": ["16-true"]}, ["32-true", "16-true"]),
+    ({"optimizer": "sgd", "precisions": ["16-true"]}, ["32-true", "16-true"]),  # no eps at all
+    ({"precisions": ["bf16-true", "16-mixed"]}, ["32-true", "bf16-true", "16-mixed"]),
+    # asked for by name: kept once, where it was put
+    ({"precisions": ["16-true, eps 1e-4", "16-true"]}, ["32-true", "16-true, eps 1e-4",
+                                                         "16-true"]),
+])
+def test_adam_at_an_eps_fp16_rounds_to_zero_adds_the_working_pure_recipe(overrides, labels):
+    assert audit.parameters("smoke", overrides)["precisions"] == labels
+
+
+def test_a_run_label_names_its_precision_and_eps():
+    assert recipe("16-true, eps 1e-4", 1e-8) == ("16-true", 1e-4)
+    assert recipe("16-true", 1e-6) == ("16-true", 1e-6) and recipe("32-true") == ("32-true", None)
+    assert eps_is_zero("16-true", "adam", None)  # torch's 1e-8 < 2^-25, half fp16's subnormal
+    assert eps_is_zero("16-true", "adamw", 2.0**-25)  # a tie rounds to even: 0
+    assert not eps_is_zero("16-true", "adam", 2.0**-24)  # fp16's smallest subnormal itself
+    assert not eps_is_zero("bf16-true", "adam", None)  # bf16 has float32's range
+    assert not eps_is_zero("16-true", "sgd", None) and not eps_is_zero("16-mixed", "adam", None)
 
 
 def test_ptq_names():

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from precisionlab.data import Split
-from precisionlab.study import audit
+from precisionlab.formats import adam_underflow
+from precisionlab.study import audit, stats
 from precisionlab.study.audit.measure import Result, parity_table
 from precisionlab.study.audit.spec import Subject
 
@@ -150,6 +151,120 @@ def test_precision_advice_keeps_fp32_when_none_is_equivalent_and_names_diverged(
     assert out[0].startswith("Train in 32-true: no lower precision")
     assert "bf16-true: worse" in out[0] and "16-true: diverged" in out[0]
     assert out[1] == "Avoid 16-true: 2 of 3 runs ended with a non-finite test loss."
+
+
+WORKING = "16-true, eps 1e-4"
+
+
+def _naive_fp16(working: list[float] | None = None) -> pd.DataFrame:
+    """Parity where 16-true (Adam's eps 1e-8) diverged in every run; with `working` losses, the
+    '16-true, eps 1e-4' runs too (matching 32-true's accuracy)."""
+    deltas = {"16-true": [0.0, 0.0, 0.0]}
+    loss = {"16-true": [math.nan] * 3}
+    if working is not None:
+        deltas[WORKING], loss[WORKING] = [0.001, 0.0, -0.001], working
+    return parity_table(_runs(deltas, loss=loss), "classification", 0.01)
+
+
+def test_naive_fp16_adam_divergence_is_blamed_on_eps_not_the_model():
+    u = adam_underflow("fp16", eps=1e-8)
+    out = S.diverged_advice(_naive_fp16(), "adam", None)
+    assert len(out) == 1
+    s = out[0]
+    assert s.startswith("Avoid 16-true with Adam's eps at 1e-8: 3 of 3 runs ended with a "
+                        "non-finite test loss, and that is the optimizer setting, not the model.")
+    assert f"|g| <= {u['v_zero_below']:.2g}" in s and "0.0055" in s  # adam_underflow's threshold
+    assert "smallest subnormal, 5.96e-8" in s
+    assert s.endswith("Raise eps to one fp16 holds (e.g. 1e-4) or train in 16-mixed.")
+    w = S.diverged_advice(_naive_fp16(), "adamw", 2e-8)[0]
+    assert w.startswith("Avoid 16-true with AdamW's eps at 2e-8")
+
+
+def test_the_working_recipes_outcome_follows_the_eps_diagnosis():
+    ok = S.diverged_advice(_naive_fp16([0.5, 0.5, 0.5]), "adam", None)
+    assert len(ok) == 1 and ok[0].endswith(
+        "The audit's own run with eps 1e-4 ('16-true, eps 1e-4') stayed finite in all 3 runs; "
+        "its outcome against 32-true: equivalent.")
+    both = S.diverged_advice(_naive_fp16([0.5, math.nan, 0.5]), "adam", None)
+    assert "('16-true, eps 1e-4') diverged too (1 of 3 runs), so 16-true fails this model " \
+           "beyond eps: train in 16-mixed." in both[0]
+    # the working recipe's own divergence is the model's: the plain sentence
+    assert both[1] == "Avoid 16-true, eps 1e-4: 1 of 3 runs ended with a non-finite test loss."
+
+
+@pytest.mark.parametrize("optimizer, eps", [(None, None), ("sgd", None), ("adam", 1e-4)])
+def test_divergence_with_an_eps_fp16_holds_is_not_blamed_on_eps(optimizer, eps):
+    assert S.diverged_advice(_naive_fp16(), optimizer, eps) == [
+        "Avoid 16-true: 3 of 3 runs ended with a non-finite test loss."]
+
+
+def test_the_working_recipe_is_recommended_by_name_and_what_it_changes():
+    parity = _naive_fp16([0.5, 0.5, 0.5])
+    out = S.precision_advice(parity, _speed({"16-true": 0.4, WORKING: 0.45}), "classification",
+                             "adam")
+    assert out[0].startswith("Train in 16-true, eps 1e-4 (pure fp16 with Adam's eps raised to "
+                             "1e-4): its accuracy differs from 32-true by")
+    assert out[1].startswith("Avoid 16-true with Adam's eps at 1e-8")
+
+
+def _underpowered(deltas=(0.004, -0.003, 0.0), resolution=0.0) -> pd.DataFrame:
+    parity = parity_table(_runs({"bf16-mixed": list(deltas)}), "classification", 0.01,
+                          resolution)
+    assert parity.outcome.item() == "underpowered"
+    return parity
+
+
+def test_underpowered_is_not_recommended_and_asks_for_more_seeds():
+    parity = _underpowered()
+    out = S.precision_advice(parity, _speed({"bf16-mixed": 0.5}), "classification")
+    assert out[0] == ("Train in 32-true: no lower precision was shown equivalent to it "
+                      "(bf16-mixed: underpowered).")
+    r = parity.iloc[0]
+    k = S.seeds_needed(r.detectable, 3, 0.01)
+    assert out[1] == (
+        "Too few seeds to judge bf16-mixed: its accuracy differs from 32-true by "
+        f"{stats.Interval(r.metric_diff, r.metric_low, r.metric_high, 3).text()}, inside the "
+        f"margin 0.01, but 3 seeds could only detect a difference of {r.detectable:.3g} at 80 % "
+        f"power, so it is not shown equivalent; an audit with about {k} seeds (the `seeds` "
+        "parameter) would tell.")
+    assert len(out) == 2
+
+
+def test_underpowered_beside_a_recommendation_still_gets_its_sentence():
+    runs = _runs({"bf16-mixed": [0.004, -0.003, 0.0], "16-mixed": [0.001, -0.001, 0.0]})
+    parity = parity_table(runs, "classification", 0.01)
+    out = S.precision_advice(parity, _speed({"bf16-mixed": 0.4, "16-mixed": 0.5}),
+                             "classification")
+    assert out[0].startswith("Train in 16-mixed")  # bf16-mixed is faster, but not shown equal
+    assert out[1].startswith("Too few seeds to judge bf16-mixed")
+
+
+def test_seeds_needed_is_the_fewest_that_detect_the_margin_at_the_seen_spread():
+    sd = 0.005
+    d3 = stats.detectable_effect(sd, 3)
+    k = S.seeds_needed(d3, 3, 0.01)
+    assert stats.detectable_effect(sd, k) <= 0.01 < stats.detectable_effect(sd, k - 1)
+    assert S.seeds_needed(d3, 3, 1e-6) is None  # beyond MAX_SEEDS
+    assert S.seeds_needed(0.0, 3, 0.01) is None and S.seeds_needed(math.nan, 1, 0.01) is None
+
+
+def test_underpowered_sentences_without_a_seed_count():
+    same = S.underpowered_advice(_underpowered((0.0, 0.0, 0.0)), "classification")
+    assert "but 3 seeds could not estimate the noise, so it is not shown equivalent; more " \
+           "seeds would show how much they vary." in same[0]
+    wide = S.underpowered_advice(_underpowered((0.0, 0.0, 0.0), resolution=0.5),
+                                 "classification")
+    assert wide[0].endswith(f"more than {S.MAX_SEEDS} seeds would be needed at this spread: "
+                            "widen the margin or evaluate more test examples.")
+
+
+def test_recommendations_read_the_audits_optimizer_and_eps():
+    adam = S.recommendations(_result(params={"margin": 0.01, "optimizer": "adam", "eps": None}))
+    assert adam[1].startswith("Avoid 16-true with Adam's eps at 1e-8: 1 of 3 runs")
+    held = S.recommendations(_result(params={"margin": 0.01, "optimizer": "adam", "eps": 1e-4}))
+    assert held[1] == "Avoid 16-true: 1 of 3 runs ended with a non-finite test loss."
+    amp = audit.summary(_subject(), _result())["amp"]["precisions"]
+    assert amp["bf16-mixed"]["detectable"] > 0 and amp["bf16-mixed"]["outcome"] == "equivalent"
 
 
 def test_overflow_and_keep_in_fp32():

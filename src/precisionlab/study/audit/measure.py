@@ -4,7 +4,9 @@
 gradient cosines to fp32, per-module ranges against fp16/bf16, underflow against loss scales,
 post-training quantization of each seed's fp32 model, and speed and memory per precision.
 Every run starts from the same initial weights (`Subject.make_model`); the seed sets the batch
-order and dropout, so runs are paired by seed.
+order and dropout, so runs are paired by seed. A "precision" is a run label (`spec.recipe`): a
+precision trained with the audit's Adam eps, or a WORKING_PURE recipe such as
+"16-true, eps 1e-4" (16-true with that eps).
 """
 
 from __future__ import annotations
@@ -37,12 +39,12 @@ from precisionlab.quant.affine import QuantSpec
 from precisionlab.quant.modules import QuantConfig
 from precisionlab.quant.ptq import collect_inputs, quantize_ptq, ranges_for
 from precisionlab.study import stats
-from precisionlab.study.audit.spec import Subject, objective, parse_ptq
+from precisionlab.study.audit.spec import Subject, objective, parse_ptq, recipe
 
 __all__ = ["LOW_FORMATS", "Result", "activation_gradients", "cosine", "cosine_table", "eval_split",
            "flushed_share", "fp16_forward_inf", "higher_is_better", "histogram_table",
            "metric_of", "module_table", "overflows", "parity_table", "ptq_config", "ptq_table",
-           "run", "speed_table", "train_runs", "underflow_table"]
+           "resolution", "run", "speed_table", "train_runs", "underflow_table"]
 
 LOW_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the formats AMP trains in
 FP16_MAX = FORMATS["fp16"].max_finite  # 65504
@@ -100,12 +102,14 @@ def _evaluate(model: nn.Module, data: Split, precision: str, task: str,
 
 def train_runs(subject: Subject, params: dict, device: str, progress: bool = False
                ) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, nn.Module]]:
-    """Train a fresh model per precision x seed (torch.manual_seed(seed), then the Trainer);
-    evaluate on at most `eval_examples` test examples. Returns (runs, history, the 32-true
-    models by seed). A diverged run stays in the table with finite=False."""
+    """Train a fresh model per precision label x seed (torch.manual_seed(seed), then the
+    Trainer with the label's precision and Adam eps); evaluate on at most `eval_examples` test
+    examples. Returns (runs, history, the 32-true models by seed). A diverged run stays in the
+    table with finite=False."""
     data = eval_split(subject.split, params["eval_examples"]).to(device)
     rows, hist, fp32_models = [], [], {}
-    for precision in params["precisions"]:
+    for label in params["precisions"]:
+        precision, eps = recipe(label, params["eps"])
         for seed in params["seeds"]:
             torch.manual_seed(seed)
             model = subject.make_model()
@@ -113,30 +117,40 @@ def train_runs(subject: Subject, params: dict, device: str, progress: bool = Fal
                               lr=params["lr"], steps=params["steps"],
                               batch_size=params["batch_size"], eval_every=None, device=device,
                               seed=seed, threads=params["threads"], progress=progress,
-                              objective=objective(subject.task))
+                              objective=objective(subject.task), eps=eps)
             h = trainer.fit(model, data)
             loss, metric = _evaluate(trainer.model, data, precision, subject.task,
                                      params["batch_size"])
-            rows.append({"precision": precision, "seed": seed, "test_loss": loss,
+            rows.append({"precision": label, "seed": seed, "test_loss": loss,
                          "metric": metric, "finite": bool(math.isfinite(loss)),
                          "skipped_steps": int(h["skipped"].sum()),
                          "seconds": float(h["seconds"].iloc[-1])})
             hist.append(h[["step", "loss", "loss_scale", "skipped"]].assign(
-                precision=precision, seed=seed))
-            if precision == "32-true":
+                precision=label, seed=seed))
+            if label == "32-true":
                 fp32_models[seed] = trainer.model
     history = pd.concat(hist, ignore_index=True)[["precision", "seed", "step", "loss",
                                                   "loss_scale", "skipped"]]
     return pd.DataFrame(rows), history, fp32_models
 
 
-def parity_table(runs: pd.DataFrame, task: str, margin: float) -> pd.DataFrame:
+def resolution(task: str, split: Split, eval_examples: int) -> float:
+    """The metric's smallest step: one evaluated test example's share of accuracy for
+    classification; 0 (continuous) for MSE and perplexity."""
+    if task != "classification":
+        return 0.0
+    return 1.0 / min(len(split.x_test), eval_examples)
+
+
+def parity_table(runs: pd.DataFrame, task: str, margin: float,
+                 resolution: float = 0.0) -> pd.DataFrame:
     """Per precision, paired-by-seed differences to 32-true of the test loss and the metric
     (mean, 95 % interval, n) and an outcome: 'diverged' (a run not finite), else the metric's
     comparison with an equivalence margin (absolute accuracy for classification, `margin`
     times the 32-true mean otherwise): 'equivalent', 'better', 'worse', 'inconclusive' or
     'underpowered' (inside the margin, but the seeds could not have detected an effect of the
-    margin's size; `detectable` is the smallest they could, at 80 % power)."""
+    margin's size; `detectable` is the smallest they could, at 80 % power, never below the
+    metric's `resolution`: one test example's share of accuracy, 0 when continuous)."""
     ref = runs[runs["precision"] == "32-true"]
     ref_metric = float(ref["metric"].mean())
     m = margin if higher_is_better(task) else margin * abs(ref_metric)
@@ -147,7 +161,8 @@ def parity_table(runs: pd.DataFrame, task: str, margin: float) -> pd.DataFrame:
             continue
         part = runs[runs["precision"] == precision]
         loss = stats.paired(runs, "test_loss", "precision", precision, "32-true")
-        comp = stats.compare(runs, "metric", "precision", precision, "32-true", m)
+        comp = stats.compare(runs, "metric", "precision", precision, "32-true", m,
+                             resolution=resolution)
         metric = comp.interval
         if not part["finite"].all():
             outcome = "diverged"
@@ -210,19 +225,23 @@ def cosine(grads: list[torch.Tensor], ref: list[torch.Tensor]) -> float:
 
 
 def cosine_table(subject: Subject, params: dict, device: str) -> pd.DataFrame:
-    """Per precision and seed: cosine between the parameter gradient of the initial model on
-    that seed's first batch at the precision and at 32-true (NaN if the gradient is not
-    finite or zero)."""
+    """Per precision label and seed: cosine between the parameter gradient of the initial model
+    on that seed's first batch at the label's precision and at 32-true (NaN if the gradient is
+    not finite or zero). The gradient before any step does not depend on Adam's eps, so labels
+    of one precision share it (computed once)."""
     split = subject.split.to(device)
     rows = []
     for seed in params["seeds"]:
         x, y = _first_batch(split, params["batch_size"], seed, device)
-        ref = _gradient(subject.make_model(), x, y, "32-true", subject.task, seed)
-        for precision in params["precisions"]:
-            g = ref if precision == "32-true" else _gradient(subject.make_model(), x, y,
-                                                             precision, subject.task, seed)
+        grads = {"32-true": _gradient(subject.make_model(), x, y, "32-true", subject.task, seed)}
+        for label in params["precisions"]:
+            precision, _ = recipe(label)
+            if precision not in grads:
+                grads[precision] = _gradient(subject.make_model(), x, y, precision,
+                                             subject.task, seed)
+            g = grads[precision]
             ok = all(bool(torch.isfinite(t).all()) for t in g)
-            rows.append({"precision": precision, "seed": seed, "cosine": cosine(g, ref),
+            rows.append({"precision": label, "seed": seed, "cosine": cosine(g, grads["32-true"]),
                          "finite": ok})
     return pd.DataFrame(rows)
 
@@ -421,17 +440,18 @@ def ptq_table(subject: Subject, params: dict, models: dict[int, nn.Module],
     return table
 
 
-def _step_fns(subject: Subject, params: dict, precision: str, x: torch.Tensor,
+def _step_fns(subject: Subject, params: dict, label: str, x: torch.Tensor,
               y: torch.Tensor) -> tuple[Callable, Callable, nn.Module, torch.optim.Optimizer]:
-    """A training step (forward, backward, optimizer step with the Trainer's scaler) and an
-    inference forward at `precision`, on a fresh model."""
+    """A training step (forward, backward, optimizer step with the Trainer's scaler and the
+    label's Adam eps) and an inference forward at the label's precision, on a fresh model."""
+    precision, eps = recipe(label, params["eps"])
     trainer = Trainer(precision=precision, optimizer=params["optimizer"], lr=params["lr"],
                       steps=1, batch_size=len(x), device=x.device.type, progress=False,
-                      objective=objective(subject.task))
+                      objective=objective(subject.task), eps=eps)
     policy = trainer.policy
     model = policy.prepare_model(subject.make_model().to(x.device))
     opt = make_optimizer(params["optimizer"], [p for p in model.parameters()
-                                               if p.requires_grad], params["lr"])
+                                               if p.requires_grad], params["lr"], eps)
     scaler = trainer.make_scaler()
     device = x.device.type
     xin = policy.prepare_input(x)
@@ -467,7 +487,7 @@ def speed_table(subject: Subject, params: dict, device: str
     for precision in params["precisions"]:
         train_step, infer, model, opt = _step_fns(subject, params, precision, x, y)
         train_step()  # creates the optimizer state
-        policy = get_policy(precision)
+        policy = get_policy(recipe(precision)[0])
         xin = policy.prepare_input(x)
 
         def forward(model: nn.Module = model, policy=policy, xin=xin) -> None:
@@ -531,7 +551,8 @@ def _measure(result: Result, subject: Subject, params: dict, device: str,
     """Everything but speed and memory, into `result`."""
     task = subject.task
     result.runs, result.history, fp32_models = train_runs(subject, params, device, progress)
-    result.parity = parity_table(result.runs, task, params["margin"])
+    result.parity = parity_table(result.runs, task, params["margin"],
+                                 resolution(task, subject.split, params["eval_examples"]))
     result.cosine = cosine_table(subject, params, device)
     split = subject.split.to(device)
     x, y = _first_batch(split, params["batch_size"], params["seeds"][0], device)

@@ -28,16 +28,25 @@ from precisionlab import validate
 from precisionlab.amp.emulation import MODES as MATMUL16_MODES
 from precisionlab.amp.trainer import OPTIMIZERS
 from precisionlab.data import Split
+from precisionlab.formats import adam_underflow
 from precisionlab.provenance import DEVICES
+from precisionlab.study.designs import WORKING_PURE
 
-__all__ = ["AUDIT_PRECISIONS", "AuditError", "PARAMETERS", "PROFILES", "PROFILE_PARAMETERS",
-           "PTQ_CONFIGS", "Subject", "TASKS", "TaskModel", "load", "objective", "parameters",
-           "parse_ptq"]
+__all__ = ["ADAM_EPS", "AUDIT_PRECISIONS", "AuditError", "PARAMETERS", "PROFILES",
+           "PROFILE_PARAMETERS", "PTQ_CONFIGS", "PURE_FORMATS", "Subject", "TASKS", "TaskModel",
+           "WORKING_PURE", "eps_is_zero", "load", "objective", "parameters", "parse_ptq",
+           "recipe"]
 
 TASKS = ("classification", "regression", "language-model")
 PROFILES = ("smoke", "cpu", "gpu")
 # The precisions an audit can train in; 32-true is always the reference.
 AUDIT_PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true")
+# The format a pure precision keeps its weights and Adam state in.
+PURE_FORMATS = {"16-true": "fp16", "bf16-true": "bf16"}
+ADAM_EPS = 1e-8  # torch's default eps for Adam and AdamW (the audit's `eps: None`)
+# WORKING_PURE (from the study's designs): the pure-fp16 recipe with an eps fp16 holds, label ->
+# (precision, eps). `parameters` adds it after 16-true when the audit's Adam eps rounds to 0 in
+# fp16, so a diverged naive 16-true is told apart from a model that cannot train in fp16.
 # The PTQ configurations run by default: weight-only int8/int4 at three granularities, and W8A8.
 PTQ_CONFIGS = ("w8-tensor", "w8-channel", "w4-channel", "w4-g64", "w4-g32", "w8a8-tensor",
                "w8a8-channel")
@@ -49,6 +58,7 @@ PARAMETERS: dict[str, object] = {
     "batch_size": 64,
     "lr": 1e-3,
     "optimizer": "adam",
+    "eps": None,  # Adam/AdamW's eps in every run (None: torch's 1e-8); sgd takes None
     "precisions": list(AUDIT_PRECISIONS),
     "ptq": list(PTQ_CONFIGS),
     "loss_scales": list(range(0, 25, 2)),  # log2 of the loss scales probed for underflow
@@ -93,9 +103,40 @@ def parse_ptq(name: str) -> dict[str, object]:
             "activation_bits": int(act) if act else None}
 
 
+def recipe(label: str, eps: float | None = None) -> tuple[str, float | None]:
+    """(precision, Adam eps) a run label trains with: a WORKING_PURE label its own eps, any
+    other label is a precision trained with the audit's `eps`."""
+    return WORKING_PURE.get(label, (label, eps))
+
+
+def eps_is_zero(precision: str, optimizer: str, eps: float | None) -> bool:
+    """Whether Adam/AdamW's eps rounds to 0 in the format a pure `precision` keeps its state
+    in (`formats.adam_underflow`): then the update divides by ~0 wherever v underflows."""
+    fmt = PURE_FORMATS.get(precision)
+    return (fmt is not None and optimizer in ("adam", "adamw")
+            and bool(adam_underflow(fmt, eps=ADAM_EPS if eps is None else eps)["eps_is_zero"]))
+
+
+def _precisions(p: dict) -> list[str]:
+    """The checked run labels: 32-true first, and each WORKING_PURE recipe right after its
+    precision when the audit's eps rounds to 0 there (AuditError for one with SGD)."""
+    known = AUDIT_PRECISIONS + tuple(WORKING_PURE)
+    labels = validate.subset_of("precisions", p["precisions"], known)
+    labels = ["32-true"] + [x for x in labels if x != "32-true"]
+    for label, (precision, _) in WORKING_PURE.items():
+        if label in labels and p["optimizer"] == "sgd":
+            raise AuditError(f"precisions: {label!r} sets Adam's eps; optimizer sgd has none")
+        if label not in labels and precision in labels and eps_is_zero(
+                precision, p["optimizer"], p["eps"]):
+            labels.insert(labels.index(precision) + 1, label)
+    return labels
+
+
 def parameters(profile: str = "cpu", overrides: dict | None = None) -> dict:
     """The audit's parameters for `profile` (cpu defaults updated by the profile's, then by
-    `overrides`), checked; raises AuditError naming the parameter and what it allows."""
+    `overrides`), checked; raises AuditError naming the parameter and what it allows. With
+    Adam or AdamW at an eps fp16 rounds to 0, the precisions gain the working pure-fp16 recipe
+    ("16-true, eps 1e-4") after 16-true."""
     if profile not in PROFILES:
         raise AuditError(f"profile: must be one of {', '.join(PROFILES)}; got {profile!r}")
     overrides = dict(overrides or {})
@@ -112,8 +153,13 @@ def parameters(profile: str = "cpu", overrides: dict | None = None) -> dict:
         p["lr"] = validate.positive("lr", p["lr"])
         p["margin"] = validate.positive("margin", p["margin"])
         validate.one_of("optimizer", p["optimizer"], OPTIMIZERS)
-        precisions = validate.subset_of("precisions", p["precisions"], AUDIT_PRECISIONS)
-        p["precisions"] = ["32-true"] + [x for x in precisions if x != "32-true"]
+        if p["eps"] is not None:
+            if p["optimizer"] == "sgd":
+                raise AuditError("eps: only Adam and AdamW have an eps; sgd takes None")
+            p["eps"] = validate.positive("eps", p["eps"])
+            if not p["eps"] < 1:
+                raise AuditError(f"eps: must be None or a number in (0, 1); got {p['eps']!r}")
+        p["precisions"] = _precisions(p)
         if isinstance(p["ptq"], str) or not isinstance(p["ptq"], Sequence):
             raise AuditError(f"ptq: must be a list of configuration names such as "
                              f"{', '.join(PTQ_CONFIGS)} (or []); got {p['ptq']!r}")

@@ -11,13 +11,23 @@ import math
 import numpy as np
 import pandas as pd
 
+from precisionlab.formats import adam_underflow
 from precisionlab.study import stats
 from precisionlab.study.audit.measure import FP16_MAX, Result, higher_is_better
-from precisionlab.study.audit.spec import Subject
+from precisionlab.study.audit.spec import (
+    ADAM_EPS,
+    PURE_FORMATS,
+    WORKING_PURE,
+    Subject,
+    eps_is_zero,
+    recipe,
+)
+from precisionlab.study.designs import PURE
 
-__all__ = ["FLUSH_LIMIT", "SPEED_GAIN", "jsonable", "keep_in_fp32", "loss_scale_advice",
-           "overflow_of", "precision_advice", "ptq_advice", "recommendations", "smallest_scale",
-           "summary"]
+__all__ = ["FLUSH_LIMIT", "MAX_SEEDS", "SPEED_GAIN", "diverged_advice", "jsonable",
+           "keep_in_fp32", "loss_scale_advice", "overflow_of", "precision_advice", "ptq_advice",
+           "recommendations", "seeds_needed", "smallest_scale", "summary",
+           "underpowered_advice"]
 
 # A lower precision is recommended for training only if its step takes at most this share of
 # 32-true's time: interleaved medians on a shared machine still move by a few per cent, and a
@@ -26,6 +36,10 @@ SPEED_GAIN = 0.95
 # The issue's bar for underflow: a loss scale is needed when more than 1 % of the nonzero
 # activation gradients flush to zero (about where chapter 03 saw fp16 training start to suffer).
 FLUSH_LIMIT = 0.01
+# An underpowered precision's advice names the seeds that would detect the margin, searched up to
+# this many; beyond it, a wider margin or more test examples is the better lever.
+MAX_SEEDS = 50
+OPTIMIZER_NAMES = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
 
 
 def jsonable(value: object) -> object:
@@ -69,18 +83,36 @@ def _cost(task: str, drop: float, ref: float) -> str:
     return f"{'raises' if not rel < 0 else 'lowers'} {_metric_name(task)} by {abs(rel):.1f} %"
 
 
-def precision_advice(parity: pd.DataFrame, speed: pd.DataFrame, task: str) -> list[str]:
+def _sci(x: float) -> str:
+    """A small number as a reader types it: 1e-4, 5.96e-8 (three significant digits)."""
+    mantissa, exponent = f"{x:.2e}".split("e")
+    return f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+
+
+def _label(label: str, optimizer: str | None) -> str:
+    """A run label for a sentence: a WORKING_PURE recipe says what it changes."""
+    if label not in WORKING_PURE:
+        return label
+    _, eps = WORKING_PURE[label]
+    name = OPTIMIZER_NAMES.get(optimizer, "Adam")
+    return f"{label} (pure fp16 with {name}'s eps raised to {_sci(eps)})"
+
+
+def precision_advice(parity: pd.DataFrame, speed: pd.DataFrame, task: str,
+                     optimizer: str | None = None, eps: float | None = None) -> list[str]:
     """Which precision to train in: the fastest one whose parity outcome is 'equivalent' or
     'better' and whose training step takes at most SPEED_GAIN x 32-true's; else 32-true, saying
-    why (equivalent ones are not faster, or none is equivalent). A sentence per precision with
-    a diverged run advises against it."""
+    why (equivalent ones are not faster, or none is equivalent). Then `underpowered_advice`
+    (inside the margin, too few seeds to tell: never recommended) and `diverged_advice` for
+    the audit's `optimizer` and Adam `eps` (None: unknown optimizer, torch's eps)."""
     out = []
     ratio = speed.set_index("precision")["train_step_ratio"] if len(speed) else pd.Series()
     ok = parity[parity["outcome"].isin(["equivalent", "better"])]
     fast = ok[ok["precision"].map(lambda p: ratio.get(p, math.inf) <= SPEED_GAIN)]
     if len(fast):
         best = fast.loc[fast["precision"].map(ratio).idxmin()]
-        out.append(f"Train in {best['precision']}: its {_metric_name(task)} differs from "
+        out.append(f"Train in {_label(best['precision'], optimizer)}: its "
+                   f"{_metric_name(task)} differs from "
                    f"32-true by {_iv(best['metric_diff'], best['metric_low'], best['metric_high'], best['n'])}"  # noqa: E501
                    f" (within the margin {best['margin']:.3g}), and a training step takes "
                    f"{ratio[best['precision']]:.2f}x the time of 32-true on this machine.")
@@ -95,9 +127,85 @@ def precision_advice(parity: pd.DataFrame, speed: pd.DataFrame, task: str) -> li
         names = ", ".join(f"{r.precision}: {r.outcome}" for r in parity.itertuples())
         out.append("Train in 32-true: no lower precision was shown equivalent to it "
                    f"({names or 'none audited'}).")
+    return out + underpowered_advice(parity, task) + diverged_advice(parity, optimizer, eps)
+
+
+def seeds_needed(detectable: float, n: int, margin: float) -> int | None:
+    """The fewest seeds that detect an effect of `margin` at 80 % power if the paired
+    differences keep the spread these `n` seeds showed (a detectable effect is proportional to
+    it); None when that spread is unknown (n < 2, none seen) or more than MAX_SEEDS are needed."""
+    if not (n >= 2 and math.isfinite(detectable) and detectable > 0):
+        return None
+    sd = detectable / stats.detectable_effect(1.0, n)
+    for k in range(n + 1, MAX_SEEDS + 1):
+        if stats.detectable_effect(sd, k) <= margin:
+            return k
+    return None
+
+
+def underpowered_advice(parity: pd.DataFrame, task: str) -> list[str]:
+    """A sentence per 'underpowered' precision: its difference lies inside the margin, but the
+    seeds could not have detected one of the margin's size, so it is not shown equivalent (and
+    not recommended); it says how many seeds would tell."""
+    out = []
+    for r in parity[parity["outcome"] == "underpowered"].itertuples():
+        k = seeds_needed(r.detectable, r.n, r.margin)
+        if k is not None:
+            more = f"an audit with about {k} seeds (the `seeds` parameter) would tell"
+        elif r.n >= 2 and math.isfinite(r.detectable) and r.detectable > 0:
+            more = (f"more than {MAX_SEEDS} seeds would be needed at this spread: widen the "
+                    "margin or evaluate more test examples")
+        else:
+            more = "more seeds would show how much they vary"
+        could = ("could not estimate the noise" if not r.detectable > 0
+                 else f"could only detect a difference of {r.detectable:.3g} at 80 % power")
+        out.append(f"Too few seeds to judge {r.precision}: its {_metric_name(task)} differs from "
+                   f"32-true by {_iv(r.metric_diff, r.metric_low, r.metric_high, r.n)}, inside "
+                   f"the margin {r.margin:.3g}, but {r.n} seeds {could}, so it is not shown "
+                   f"equivalent; {more}.")
+    return out
+
+
+def diverged_advice(parity: pd.DataFrame, optimizer: str | None = None,
+                    eps: float | None = None) -> list[str]:
+    """A sentence per precision with a diverged run advising against it. Where it is a pure
+    precision trained by Adam/AdamW at an eps its format rounds to 0, the sentence says that
+    the optimizer setting, not the model, is the cause (`formats.adam_underflow`'s numbers),
+    how to fix it, and how the audit's WORKING_PURE run with a held eps fared."""
+    out = []
     for r in parity[parity["outcome"] == "diverged"].itertuples():
-        out.append(f"Avoid {r.precision}: {r.n - r.finite_runs} of {r.n} runs ended with a "
-                   "non-finite test loss.")
+        runs = f"{r.n - r.finite_runs} of {r.n} runs ended with a non-finite test loss"
+        precision, run_eps = recipe(r.precision, eps)
+        if optimizer is None or not eps_is_zero(precision, optimizer, run_eps):
+            out.append(f"Avoid {r.precision}: {runs}.")
+            continue
+        fmt, name = PURE_FORMATS[precision], OPTIMIZER_NAMES[optimizer]
+        run_eps = ADAM_EPS if run_eps is None else run_eps
+        u = adam_underflow(fmt, eps=run_eps)
+        working = [(label, e) for label, (p, e) in WORKING_PURE.items() if p == precision]
+        held = working[0][1] if working else 1e-4
+        text = (f"Avoid {r.precision} with {name}'s eps at {_sci(run_eps)}: {runs}, and that "
+                f"is the optimizer setting, not the model. eps {_sci(run_eps)} rounds to 0 in "
+                f"{fmt} (it is below half of {fmt}'s smallest subnormal, "
+                f"{_sci(u['min_subnormal'])}), and {name}'s second moment v = (1 - beta2) g^2 "
+                f"is 0 in {fmt} for every |g| <= {u['v_zero_below']:.2g}, so the update "
+                "m / (sqrt(v) + eps) divides by 0 wherever a gradient is that small, on any "
+                f"model. Raise eps to one {fmt} holds (e.g. {_sci(held)}) or train in "
+                f"{PURE[precision]}.")
+        for label, _ in working:
+            w = parity[parity["precision"] == label]
+            if not len(w):
+                continue
+            w = w.iloc[0]
+            ran = f"The audit's own run with eps {_sci(held)} ('{label}')"
+            if w["outcome"] == "diverged":
+                text += (f" {ran} diverged too ({w['n'] - w['finite_runs']} of {w['n']} runs), "
+                         f"so {precision} fails this model beyond eps: train in "
+                         f"{PURE[precision]}.")
+            else:
+                text += (f" {ran} stayed finite in all {w['n']} runs; its outcome against "
+                         f"32-true: {w['outcome']}.")
+        out.append(text)
     return out
 
 
@@ -206,7 +314,8 @@ def recommendations(result: Result) -> list[str]:
     """All recommendation sentences for a result, in a fixed order: precision, fp32 modules,
     loss scale, PTQ."""
     task = result.task
-    out = precision_advice(result.parity, result.speed, task)
+    out = precision_advice(result.parity, result.speed, task, result.params.get("optimizer"),
+                           result.params.get("eps"))
     keep = keep_in_fp32(overflow_of(result.modules, result.fp16_forward_inf))
     if keep:
         out.append(keep)
@@ -244,7 +353,8 @@ def summary(subject: Subject, result: Result) -> dict:
                                         "high": r["loss_high"]},
                           "metric_diff": {"mean": r["metric_diff"], "low": r["metric_low"],
                                           "high": r["metric_high"]},
-                          "n": int(r["n"]), "margin": r["margin"], "outcome": r["outcome"]})
+                          "n": int(r["n"]), "margin": r["margin"],
+                          "detectable": r["detectable"], "outcome": r["outcome"]})
         amp["precisions"][p] = entry
     underflow = {}
     for fmt in result.underflow["format"].unique() if len(result.underflow) else []:
