@@ -226,6 +226,10 @@ def test_speed_and_memory_tables(audited):
     assert list(speed.index) == params["precisions"]
     assert speed.loc["32-true", "train_step_ratio"] == 1.0
     assert (speed[["train_step_s", "inference_s"]] > 0).all().all()
+    # every ratio has the 95 % interval of its per-round ratios (32-true's is exactly 1)
+    for name in ("train_step_ratio", "inference_ratio"):
+        assert speed.loc["32-true", f"{name}_low"] == speed.loc["32-true", f"{name}_high"] == 1
+        assert (speed[f"{name}_low"] <= speed[f"{name}_high"]).all()
     mem = result.memory.set_index("precision")
     n = sum(p.numel() for p in nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 3)).parameters())
     assert mem.loc["32-true", "weights_bytes"] == 4 * n
@@ -300,6 +304,9 @@ def test_plots_and_tables_of_a_real_audit(audited):
         ax = fig.axes[0]
         assert ax.get_xlabel() and (ax.get_ylabel() or name in ("parity", "speed")), name
         assert any(result.hardware[:20] in t.get_text() for t in fig.texts), name  # signed
+        if name == "speed":  # every timed bar carries its interval
+            bars = fig.axes[0].containers
+            assert len(bars) == 2 and all(b.errorbar is not None for b in bars)
         plt.close(fig)
     rows = {"parity": len(params["precisions"]) - 1, "modules": 3, "underflow": 3, "ptq": 3,
             "speed": len(params["precisions"]), "memory": len(params["precisions"])}

@@ -479,7 +479,8 @@ def speed_table(subject: Subject, params: dict, device: str
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Speed and memory per precision on one batch. Speed: a training step and an inference
     forward, all precisions timed interleaved in one run (`bench.interleaved`), medians and
-    ratios to 32-true. Memory: bytes of weights, gradients, optimizer state (after one step)
+    ratios to 32-true, with the 95 % interval of the per-round ratios (`*_low`, `*_high`).
+    Memory: bytes of weights, gradients, optimizer state (after one step)
     and saved activations of one forward; on CUDA also the peak of a training step."""
     split = subject.split.to(device)
     x, y = _first_batch(split, params["batch_size"], params["seeds"][0], device)
@@ -512,13 +513,19 @@ def speed_table(subject: Subject, params: dict, device: str
     times = bench.interleaved(candidates, repeats=params["speed_repeats"], warmup=1,
                               device=device)
     med = times.groupby("candidate", sort=False)["seconds"].median()
+    per_round = times.pivot_table(index="repeat", columns="candidate", values="seconds")
     rows = []
     for precision in params["precisions"]:
         t, i = med[f"train {precision}"], med[f"infer {precision}"]
-        rows.append({"precision": precision, "train_step_s": float(t),
-                     "inference_s": float(i),
-                     "train_step_ratio": float(t / med["train 32-true"]),
-                     "inference_ratio": float(i / med["infer 32-true"])})
+        row = {"precision": precision, "train_step_s": float(t), "inference_s": float(i),
+               "train_step_ratio": float(t / med["train 32-true"]),
+               "inference_ratio": float(i / med["infer 32-true"])}
+        for kind, name in (("train", "train_step_ratio"), ("infer", "inference_ratio")):
+            # each round's ratio to 32-true's time in the same round: its 95 % interval
+            iv = stats.interval(np.log(per_round[f"{kind} {precision}"]
+                                       / per_round[f"{kind} 32-true"]))
+            row[f"{name}_low"], row[f"{name}_high"] = math.exp(iv.low), math.exp(iv.high)
+        rows.append(row)
     return pd.DataFrame(rows), pd.DataFrame(mem_rows)
 
 

@@ -134,13 +134,20 @@ def ptq(result: Result) -> Figure:
 
 
 def speed(result: Result) -> Figure:
-    """Training-step and inference time per precision as a ratio to 32-true (one run)."""
+    """Training-step and inference time per precision as a ratio to 32-true (one run), with the
+    95 % interval of the per-round ratios as error bars."""
     fig, ax = plotting.figure()
     t = result.speed
     y = np.arange(len(t))
-    ax.barh(y - 0.2, t["train_step_ratio"], height=0.4, label="training step")
-    ax.barh(y + 0.2, t["inference_ratio"], height=0.4, label="inference forward")
+    for shift, name, label in ((-0.2, "train_step_ratio", "training step"),
+                               (0.2, "inference_ratio", "inference forward")):
+        err = None
+        if f"{name}_low" in t:  # the 95 % interval of the per-round ratios
+            err = np.nan_to_num([t[name] - t[f"{name}_low"], t[f"{name}_high"] - t[name]])
+        ax.barh(y + shift, t[name], height=0.4, label=label, xerr=err, capsize=3,
+                error_kw={"ecolor": "#333333", "lw": 1})
     ax.axvline(1.0, color="#555555", lw=0.8)
     ax.set_yticks(y, t["precision"])
     return _finish(fig, ax, result, xlabel="time / 32-true's time (median of interleaved "
-                   "repeats; below 1 is faster)", title="Speed per precision on this machine")
+                   "repeats, bars: 95 % interval; below 1 is faster)",
+                   title="Speed per precision on this machine")
