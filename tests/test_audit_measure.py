@@ -305,7 +305,9 @@ def test_plots_and_tables_of_a_real_audit(audited):
         assert ax.get_xlabel() and (ax.get_ylabel() or name in ("parity", "speed")), name
         assert any(result.hardware[:20] in t.get_text() for t in fig.texts), name  # signed
         if name == "speed":  # every timed bar carries its interval
-            bars = fig.axes[0].containers
+            from matplotlib.container import BarContainer
+
+            bars = [c for c in fig.axes[0].containers if isinstance(c, BarContainer)]
             assert len(bars) == 2 and all(b.errorbar is not None for b in bars)
         plt.close(fig)
     rows = {"parity": len(params["precisions"]) - 1, "modules": 3, "underflow": 3, "ptq": 3,
