@@ -19,9 +19,10 @@ from bookbrowser import CHROMIUM_ARGS, HTML, ROOT, chromium, missing, offline, s
 
 from precisionlab.study.claims import VERDICTS
 
+_SHARE = r"(?: \(\d+ of them hardware-dependent\))?"  # a word's machine-dependent share
 COUNTS = re.compile(r"(\d+) claims, each with one verdict from the (\d+) chapters that tested "
-                    r"them: (\d+) supported, (\d+) refuted, (\d+) nuanced and (\d+) not testable "
-                    r"here\.")
+                    rf"them: (\d+) supported{_SHARE}, (\d+) refuted{_SHARE}, (\d+) nuanced"
+                    rf"{_SHARE} and (\d+) not testable here{_SHARE}\.")
 FRONT = HTML / "book" / "intro.html"
 LEDGER = HTML / "book" / "16_claims_ledger.html"
 
