@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
 
@@ -81,3 +83,16 @@ def smollm2(no_network):
     from precisionlab import pretrained
 
     return pretrained.load("smollm2")
+
+
+def glue_names(notebook: Path) -> tuple[set[str], set[str]]:
+    """The names a template's prose cites ({glue:text}`name`) and those its code glues by a
+    literal `glue("name", ...)`; names glued from a dict (`glue_all`) the caller adds."""
+    cited, glued = set(), set()
+    for cell in json.loads(notebook.read_text())["cells"]:
+        source = "".join(cell["source"])
+        if cell["cell_type"] == "markdown":
+            cited |= set(re.findall(r"\{glue:text\}`([^`]+)`", source))
+        else:
+            glued |= set(re.findall(r'glue\("([^"]+)"', source))
+    return cited, glued

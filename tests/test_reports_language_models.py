@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from conftest import glue_names
 from matplotlib.collections import PolyCollection  # noqa: E402
 
 from precisionlab.study.experiments import language_models as lm  # noqa: E402
@@ -151,13 +151,7 @@ def test_facts_name_every_recipe_by_a_safe_glue_key():
 
 
 def test_every_name_the_chapters_prose_cites_is_glued():
-    cited, glued = set(), set()
-    for cell in json.loads(NOTEBOOK.read_text())["cells"]:
-        source = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            cited |= set(re.findall(r"\{glue:text\}`([^`]+)`", source))
-        else:
-            glued |= set(re.findall(r'glue\("([^"]+)"', source))
+    cited, glued = glue_names(NOTEBOOK)
     runs, _, ratios = every_recipe()
     glued |= set(report.facts(runs, ratios))
     assert cited and sorted(cited - glued) == []

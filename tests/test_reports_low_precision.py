@@ -3,7 +3,6 @@ tables hold (small synthetic tables, Agg backend)."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from pathlib import Path
@@ -15,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from conftest import glue_names
 
 from precisionlab.study.experiments import low_precision as lp  # noqa: E402
 from precisionlab.study.reports import low_precision as report  # noqa: E402
@@ -159,13 +159,7 @@ def test_facts_name_every_recipe_by_a_safe_glue_key():
 
 
 def test_every_name_the_chapters_prose_cites_is_glued():
-    cited, glued = set(), set()
-    for cell in json.loads(NOTEBOOK.read_text())["cells"]:
-        source = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            cited |= set(re.findall(r"\{glue:text\}`([^`]+)`", source))
-        else:
-            glued |= set(re.findall(r'glue\("([^"]+)"', source))
+    cited, glued = glue_names(NOTEBOOK)
     runs = pd.DataFrame([{"seed": seed, "recipe": r, "family": lp.RECIPE_SPECS[r].family,
                           "val_loss": 2.0 + 0.001 * seed * (i + 1), "diverged": False,
                           "stalled": 0.1} for seed in range(3)
