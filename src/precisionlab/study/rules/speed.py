@@ -352,7 +352,12 @@ def mp21(runs: pd.DataFrame, speed: pd.DataFrame, capability: str, speed_device:
 
     def ran_at(r: list[float]) -> str:
         got = [x for x in r if not math.isnan(x)]
-        return f"{span(got)}x the step speed of 32-true" if got else "too slow to time"
+        untimed = len(r) - len(got)
+        if not got:
+            return "too slow to time"
+        return (f"{span(got)}x the step speed of 32-true" + (
+            f" at {len(got)} timed sizes, too slow to time (slower still) at {untimed}"
+            if untimed else ""))
 
     detail = "; ".join(f"{p} {ran_at(r)} (slower at {slower[p]} of {len(sizes)} model sizes)"
                        for p, r in ratios.items())
