@@ -283,7 +283,7 @@ def test_mp21_reason_names_the_capability_and_the_ratios():
     assert f.reason.startswith(f"bf16-mixed, 16-mixed training steps ran on this CPU ({CAP})")
     assert "bf16-mixed 0.6-1.2x the step speed of 32-true (slower at 2 of 3 model sizes)" \
         in f.reason
-    assert ("16-mixed 0.1x the step speed of 32-true at 1 timed sizes, too slow to time (slower "
+    assert ("16-mixed 0.1x the step speed of 32-true at 1 timed size, too slow to time (slower "
             "still) at 2 (slower at 3 of 3") in f.reason
     failed = rules.mp21(*mp21_tables({"16-mixed": (1.0, 1.0, 1.0)}, ran=False), CAP, "cpu", HW)
     assert "16-mixed: RuntimeError: no kernel" in failed.reason

@@ -356,7 +356,8 @@ def mp21(runs: pd.DataFrame, speed: pd.DataFrame, capability: str, speed_device:
         if not got:
             return "too slow to time"
         return (f"{span(got)}x the step speed of 32-true" + (
-            f" at {len(got)} timed sizes, too slow to time (slower still) at {untimed}"
+            f" at {len(got)} timed size{'s' * (len(got) != 1)}, too slow to time (slower still)"
+            f" at {untimed}"
             if untimed else ""))
 
     detail = "; ".join(f"{p} {ran_at(r)} (slower at {slower[p]} of {len(sizes)} model sizes)"
