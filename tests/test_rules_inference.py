@@ -53,10 +53,12 @@ def test_refuted_when_autocast_is_slower_even_if_pure_casts_are_faster():
     assert f.verdict == "refuted"
     head = f.reason.split("; ")[0]  # the clause that carries the verdict states the bad news
     assert "in 0 of 4 model-precision pairs" in head
-    assert "bf16-autocast 0.73-1x (faster beyond noise on 0 of 2 models, slower on 1)" in head
-    assert "fp16-autocast 0.65x (faster beyond noise on 0 of 2 models, slower on 2)" in head
-    assert ("also measured, not mixed precision and not deciding: bf16-pure 1.3-1.4x (faster "
-            "beyond noise on 2 of 2 models, slower on 0)") in f.reason
+    assert ("bf16-autocast 0.73-1x (faster beyond noise on 0 of 2 models, slower on 1, faithful "
+            "on 2)") in head
+    assert ("fp16-autocast 0.65x (faster beyond noise on 0 of 2 models, slower on 2, faithful on "
+            "2)") in head
+    assert ("also measured, not mixed precision and not deciding: bf16-pure 1.27-1.39x (faster "
+            "beyond noise on 2 of 2 models, slower on 0, faithful on 2)") in f.reason
 
 
 def test_refuted_when_autocast_ties_with_fp32():
@@ -122,5 +124,11 @@ def test_the_bar_is_sane():
 def test_an_autocast_precision_timed_on_one_model_only_is_not_fast_on_the_other():
     f = llm6({"bf16-autocast": 2.0}, {"bf16-pure": 2.0})
     assert f.verdict == "nuanced"
-    assert ("bf16-autocast 2x (faster beyond noise on 1 of 2 models, slower on 0, not timed on "
-            "1)") in f.reason
+    assert ("bf16-autocast 2x (faster beyond noise on 1 of 2 models, slower on 0, faithful on 2, "
+            "not timed on 1)") in f.reason
+
+
+def test_speed_ups_print_to_three_digits_and_an_unfaithful_fast_precision_says_so():
+    f = llm6({"bf16-autocast": 1.16}, {"bf16-pure": 2.0})
+    assert "bf16-autocast 1.16x" in f.reason  # not "1.2x": the mark it falls short of
+    assert "fast (>= 1.2x" in f.reason

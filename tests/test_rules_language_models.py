@@ -148,7 +148,8 @@ def test_an_undecided_speed_leaves_the_claim_open_and_a_shown_no_gain_refutes():
                                                   [1.0, 0.6, 1.0, 1.0, 1.0, 1.4]))
     assert rules.llm5(runs, wide, "x").verdict == "nuanced"  # [0.6, 1.4]: could be faster
     slower = ratios.assign(ratio=ratios.ratio.where(ratios.precision == "32-true", 1.2))
-    assert rules.llm5(runs, slower, "x").verdict == "refuted"
+    f = rules.llm5(runs, slower, "x")
+    assert f.verdict == "refuted" and "slower beyond noise: bf16-mixed (1.2x 32-true's" in f.reason
 
 
 def test_chapter_08s_larger_models_are_told_not_judged():

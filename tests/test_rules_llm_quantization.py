@@ -30,6 +30,7 @@ def test_supported_when_mostly_integer_and_both_marks_hold():
     assert f.verdict == "supported" and f.evidence == "tbl-q6" and "98.0 %" in f.reason
     assert rules.JUDGED in f.reason and rules.CONTRAST in f.reason
     assert "the defaults lose more (100 times" in f.reason
+    assert "and on their own they fail the cosine mark (fails)" in f.reason
     assert rules.q6(MOSTLY, GOOD).verdict == "supported"  # the contrast is optional
 
 

@@ -153,6 +153,10 @@ def test_mp8():
     assert R.mp8(pairs(lost), final({"16-mixed": -0.05, "bf16-mixed": -0.05})).verdict == \
         "supported"
     assert R.mp8(pairs(same, noise=(-0.05, 0.0, 0.05)), ok).verdict == "nuanced"
+    # ordinary tasks whose comparisons are inconclusive are not "no loss" without saying so
+    noisy = final({"16-mixed": 0.0, "bf16-mixed": 0.0}, noise=(-0.03, 0.0, 0.03))
+    assert ("show no loss beyond noise (though 4 of their 4 comparisons could not rule one "
+            "out)") in R.mp8(pairs(lost), noisy).reason
 
 
 def probe(lowered: set[str]) -> pd.DataFrame:
@@ -343,3 +347,7 @@ def test_mp26():
     assert R.mp26(all_precisions(0.05), times(0.5), "test CPU").verdict == "supported"
     assert R.mp26(all_precisions(0.0), times(0.5), "test CPU").verdict == "nuanced"
     assert R.mp26(all_precisions(0.05), times(1.3), "test CPU").verdict == "nuanced"
+    # a fall that is a divergence says so
+    broken = all_precisions(-0.05).assign(diverged=lambda d: d.precision.eq("16-true"))
+    assert "16-true on digits (diverged), bf16-true on digits" in R.mp26(
+        broken, times(0.5), "test CPU").reason

@@ -87,11 +87,11 @@ def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
     others = [p for p in dict.fromkeys(rounds.precision) if p != "fp32" and p not in mixed]
     head = (f"autocast, the mixed precision claimed, was fast (>= {sig2(LLM6_FAST)}x fp32's "
             f"speed, faster beyond noise, faithful) in {sum(fast.values())} of {len(fast)} "
-            f"model-precision pairs: " + ", ".join(_pace(p, ivs, models) for p in mixed))
+            f"model-precision pairs: " + ", ".join(_pace(p, ivs, models, fid) for p in mixed))
     parts = [head]
     if others:
         parts.append("also measured, not mixed precision and not deciding: "
-                     + ", ".join(_pace(p, ivs, models) for p in others))
+                     + ", ".join(_pace(p, ivs, models, fid) for p in others))
     n_rounds = span_text(int(counts.min()), int(counts.max()))
     detail = "; ".join(f"{m}: " + ", ".join(f"{p} {_interval(iv)}" for (mm, p), iv in ivs.items()
                                             if mm == m) for m in models)
@@ -110,23 +110,35 @@ def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
     return Finding("LLM-6", verdict, "; ".join(parts), evidence, hardware)
 
 
-def _pace(precision: str, ivs: dict[tuple[str, str], stats.Interval], models: list[str]) -> str:
-    """'bf16-autocast 1.2-1.4x (faster beyond noise on 2 of 2 models, slower on 0)': one
-    precision's speed-ups over the models, with both counts, the unwelcome one included."""
+def _sig3(x: float) -> str:
+    """A speed-up to 3 significant digits: 1.16 must not print as the 1.2 it falls short of."""
+    return f"{x:.3g}"
+
+
+def _pace(precision: str, ivs: dict[tuple[str, str], stats.Interval], models: list[str],
+          fid: pd.DataFrame | None = None) -> str:
+    """'bf16-autocast 1.16-1.4x (faster beyond noise on 2 of 2 models, slower on 0, faithful on
+    2)': one precision's speed-ups over the models, with the counts, the unwelcome ones
+    included (a fast but unfaithful precision says so)."""
     got = [ivs[m, precision] for m in models if (m, precision) in ivs]
-    ratio = span_text(*(sig2(f(math.exp(iv.mean) for iv in got)) for f in (min, max)))
+    ratio = span_text(*(_sig3(f(math.exp(iv.mean) for iv in got)) for f in (min, max)))
     faster = sum(iv.low > 0 for iv in got)
     slower = sum(iv.high < 0 for iv in got)
     untimed = len(models) - len(got)
     text = (f"{precision} {ratio}x (faster beyond noise on {faster} of {len(models)} models, "
             f"slower on {slower}")
+    if fid is not None:
+        checked = [m for m in models if (m, precision) in fid.index]
+        ok = sum(_faithful(fid.loc[(m, precision)]) for m in checked)
+        text += f", faithful on {ok}" + (f" of {len(checked)}" if len(checked) != len(models)
+                                        else "")
     return text + (f", not timed on {untimed})" if untimed else ")")
 
 
 def _interval(iv: stats.Interval) -> str:
-    """'1.4x [1.3, 1.5]': a log-ratio interval as ratios."""
-    return (f"{sig2(math.exp(iv.mean))}x [{sig2(math.exp(iv.low))}, "
-            f"{sig2(math.exp(iv.high))}]")
+    """'1.16x [1.09, 1.23]': a log-ratio interval as ratios, to 3 significant digits."""
+    return (f"{_sig3(math.exp(iv.mean))}x [{_sig3(math.exp(iv.low))}, "
+            f"{_sig3(math.exp(iv.high))}]")
 
 
 def span_text(lo: object, hi: object) -> str:

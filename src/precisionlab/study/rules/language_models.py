@@ -187,6 +187,11 @@ def llm5(runs: pd.DataFrame, ratios: pd.DataFrame, hardware: str,
     if slow:
         bad_news.append("none ran faster than 32-true beyond noise here" if len(slow) ==
                         len(judged) else f"not faster beyond noise here: {', '.join(slow)}")
+    slower = [p for p in judged if steps[p].low > 0]
+    if slower:
+        bad_news.append(f"slower beyond noise: {', '.join(slower)} ("
+                        + ", ".join(f"{sig2(np.exp(steps[p].mean))}x" for p in slower)
+                        + " 32-true's step time)")
     if worse:
         bad_news.append(f"quality not shown kept: {', '.join(worse)}")
     if higher_kept:
@@ -208,7 +213,8 @@ def llm5(runs: pd.DataFrame, ratios: pd.DataFrame, hardware: str,
     else:
         verdict = "nuanced"
         if not both:
+            open_ = [p for p in judged if p not in failed]
             reason = (f"no judged recipe was shown to keep quality and run faster, but "
-                      f"{', '.join(p for p in judged if p not in failed)} was not shown to fail "
-                      f"either (its quality or speed undecided here); " + reason)
+                      f"{', '.join(open_)} {'was' if len(open_) == 1 else 'were'} not shown to "
+                      f"fail either (quality or speed undecided here); " + reason)
     return Finding("LLM-5", verdict, reason, evidence, hardware)

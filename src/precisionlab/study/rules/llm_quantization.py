@@ -89,10 +89,12 @@ def q6(flops: dict[str, int], fidelity: pd.DataFrame, evidence: str = "tbl-q6") 
     numbers = (f"int8 share of matmul FLOPs {100 * share:.1f} %; {judged} (pass marks: 1 - "
                f"cosine below {COSINE_MARGIN:g}, top hit kept for {100 * NN_AGREE_MIN:g} %)")
     if (fidelity["recipe"] == CONTRAST).any():
-        contrast, _, _, c_loss = _recipe(fidelity, CONTRAST)
+        contrast, c_cosine, _, c_loss = _recipe(fidelity, CONTRAST)
         ratio = c_loss / loss if loss > 0 else math.inf
+        fails = (f", and on their own they fail the cosine mark ({c_cosine})"
+                 if c_cosine != "holds" else "")
         numbers += (f"; {contrast}: the defaults lose {'more' if ratio > 1 else 'no more'} "
-                    f"({sig2(ratio)} times the practitioner's 1 - cosine)")
+                    f"({sig2(ratio)} times the practitioner's 1 - cosine){fails}")
     if cosine == "fails":
         return Finding("Q-6", "refuted", "even the practitioner's int8 does not keep fp32's "
                        f"embeddings: {numbers}", evidence)

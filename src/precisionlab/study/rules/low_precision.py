@@ -107,7 +107,7 @@ def _recipe_text(runs: pd.DataFrame, recipe: str) -> str:
     bad = int((~np.isfinite(d) | (d > FAR_ABOVE)).sum())
     text = f"{recipe} {word} (" + (f"{bad} of {len(d)} seeds not finite or > "
                                    f"{sig2(FAR_ABOVE)} nats above" if bad else
-                                   iv.text(unit=" nats")) + ")"
+                                   stats.Comparison(iv, LOSS_MARGIN).text(unit=" nats")) + ")"
     lost = eps_lost(recipe)
     if lost is not None:
         eps = RECIPE_SPECS[recipe].eps
