@@ -163,7 +163,7 @@ def llm5(runs: pd.DataFrame, ratios: pd.DataFrame, hardware: str,
         kept = {"equivalent": "within", "underpowered": "within, but too few seeds to tell a "
                 f"{sig2(LOSS_MARGIN)}-nat change from none"}.get(q.outcome, "not within")
         loss = (f"diverged in {bad} of {len(seeds)} seeds" if bad else
-                f"val loss {q.interval.text(unit=' nats')} vs 32-true "
+                f"val loss {q.text(unit=' nats')} vs 32-true "
                 f"({kept} +-{sig2(LOSS_MARGIN)}{higher})")
         pace = "faster" if faster else "slower" if slower else "neither faster nor slower"
         step = (f"step time {sig2(np.exp(s.mean))}x 32-true's "

@@ -123,7 +123,7 @@ def ls1(under: pd.DataFrame, runs: pd.DataFrame, evidence: str = "fig-flushed") 
         word = {"equivalent": f"equivalent within +-{sig2(100 * ACC_MARGIN)} pp",
                 "underpowered": f"within +-{sig2(100 * ACC_MARGIN)} pp but underpowered",
                 "inconclusive": "inconclusive"}.get(c.outcome, f"{c.outcome}, beyond noise")
-        consequence.append(f"{t} {c.interval.text(100, ' pp')}, {word}")
+        consequence.append(f"{t} {c.text(100, ' pp')}, {word}")
     found = set(outcomes.values())
     if found == {"underflows"}:
         verdict, lead = "supported", "fp16 gradients underflow without scaling on every task"
