@@ -36,6 +36,25 @@ def test_variants_cast_pure_copies_and_quantize(tiny_llama):
         inf.variants(tiny_llama, ["fp8"])
 
 
+def test_causal_parity_emulates_16_bit_matmuls_to_the_same_numbers_and_restores_the_switch(
+        tiny_llama):
+    """Parity measures numbers, not speed: emulated 16-bit matmuls (fp32 kernels on the 16-bit
+    operands, rounded once) give the native kernels' KL up to the order of fp32 sums, and the
+    global matmul16 switch is left as it was."""
+    from precisionlab.amp.emulation import get_matmul16
+
+    models = inf.variants(tiny_llama, ["fp32", "bf16-pure", "fp16-autocast"], int8=False)
+    ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(2))
+    before = get_matmul16()
+    emulated = inf.causal_parity(models, ids, matmul16_mode="emulated")
+    native = inf.causal_parity(models, ids, matmul16_mode="native")
+    assert get_matmul16() == before
+    assert emulated.kl.to_numpy() == pytest.approx(native.kl.to_numpy(), rel=0.2, abs=1e-6)
+    assert emulated.tokens.tolist() == [11] * len(emulated)
+    assert inf.low_dtype("bf16-pure") == torch.bfloat16 and inf.low_dtype("int8-dynamic") == \
+        torch.float32
+
+
 def test_causal_parity_fp32_is_its_own_reference(tiny_llama):
     models = inf.variants(tiny_llama, ["fp32", "fp16-pure", "bf16-autocast"], int8=False)
     ids = torch.randint(0, 64, (2, 12), generator=torch.Generator().manual_seed(1))

@@ -19,6 +19,7 @@ from torch import nn
 
 from precisionlab import bench, memory, validate
 from precisionlab import pretrained as pre
+from precisionlab.amp.emulation import get_matmul16, matmul16, set_matmul16
 from precisionlab.study import stats
 from precisionlab.study.designs import INT8
 from precisionlab.validate import one_of
@@ -85,23 +86,43 @@ def run_causal(model: nn.Module, ids: torch.Tensor, precision: str, device: str 
     return pre.causal_logits(model, ids, precision, device)
 
 
-def causal_parity(models: dict[str, nn.Module], ids: torch.Tensor, device: str = "cpu"
-                  ) -> pd.DataFrame:
+def low_dtype(precision: str) -> torch.dtype:
+    """The 16-bit dtype a precision's matmuls run in (fp32 for fp32 and int8)."""
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.split("-")[0],
+                                                                torch.float32)
+
+
+def causal_parity(models: dict[str, nn.Module], ids: torch.Tensor, device: str = "cpu",
+                  matmul16_mode: str = "auto") -> pd.DataFrame:
     """Per window and precision: nll (nats), perplexity, KL from fp32 and mean delta-p of the
     correct token, against the fp32 logits of the same window (rows pair by window), and the
-    window's predicted `tokens` (the weight of its means: every token counts once)."""
+    window's predicted `tokens` (the weight of its means: every token counts once).
+
+    The numbers, not the speed, are measured here: with `matmul16_mode` 'auto' the 16-bit
+    matmuls run emulated (`amp.emulation`: fp32 kernels on the 16-bit operands, rounded once,
+    what a native kernel gives up to the order of its fp32 sums) on CPUs without native fp16
+    and bf16 arithmetic, where torch's own 16-bit kernels are tens of times slower."""
     if "fp32" not in models:
         raise ValueError("models: needs 'fp32', the reference")
+    previous = get_matmul16()
+    set_matmul16(matmul16_mode)
     rows = []
-    for w in range(ids.shape[0]):
-        ref = run_causal(models["fp32"], ids[w], "fp32", device)
-        targets = ids[w, 1:]
-        for p, m in models.items():
-            logits = ref if p == "fp32" else run_causal(m, ids[w], p, device)
-            met = pre.next_token_metrics(ref, logits, targets)
-            rows.append({"window": w, "precision": p, **met, "perplexity": math.exp(met["nll"]),
-                         "tokens": int(targets.numel()),
-                         "finite": bool(torch.isfinite(logits).all())})
+    try:
+        for w in range(ids.shape[0]):
+            ref = run_causal(models["fp32"], ids[w], "fp32", device)
+            targets = ids[w, 1:]
+            for p, m in models.items():
+                if p == "fp32":
+                    logits = ref
+                else:
+                    with matmul16(low_dtype(p), device):
+                        logits = run_causal(m, ids[w], p, device)
+                met = pre.next_token_metrics(ref, logits, targets)
+                rows.append({"window": w, "precision": p, **met,
+                             "perplexity": math.exp(met["nll"]), "tokens": int(targets.numel()),
+                             "finite": bool(torch.isfinite(logits).all())})
+    finally:
+        set_matmul16(previous)
     return pd.DataFrame(rows)
 
 
