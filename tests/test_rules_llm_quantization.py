@@ -45,12 +45,23 @@ def test_refuted_when_the_practitioners_embeddings_move_beyond_the_margin():
     assert f.verdict == "supported" and "lose more" in f.reason
 
 
-def test_nuanced_when_mostly_float_neighbours_lost_or_inconclusive():
-    f = rules.q6({"total": 100, "integer": 30}, GOOD)
-    assert f.verdict == "nuanced" and f.reason.startswith("not mostly integer")
+def test_refuted_when_the_top_hit_is_lost_beyond_noise_even_with_the_cosine_held():
     lost = sentences(160, 0.0065, 141)  # 88 % kept: Wilson [82, 92] wholly below 95 %
     f = rules.q6(MOSTLY, lost)
-    assert f.verdict == "nuanced" and "more than 1 sentence in 20 beyond noise" in f.reason
+    assert f.verdict == "refuted"
+    assert f.reason.startswith("even the practitioner's int8 changes the top hit for more than "
+                               "1 sentence in 20 beyond noise, although the embeddings stay "
+                               "within the cosine margin (mostly integer)")
+    across = fidelity([0.995, 0.985, 0.999, 0.98] * 40, [True] * 141 + [False] * 19)
+    f = rules.q6({"total": 100, "integer": 30}, across)
+    assert f.verdict == "refuted" and "cosine interval straddles" in f.reason
+    assert "(not mostly integer)" in f.reason
+
+
+def test_nuanced_when_mostly_float_or_inconclusive():
+    f = rules.q6({"total": 100, "integer": 30}, GOOD)
+    assert f.verdict == "nuanced" and f.reason.startswith("not mostly integer")
+    lost = sentences(160, 0.0065, 141)
     small = sentences(64, 0.0005, 64)  # all kept, but 64 sentences cannot show >= 95 %
     f = rules.q6(MOSTLY, small)
     assert f.verdict == "nuanced" and "inconclusive: the top hit interval" in f.reason
