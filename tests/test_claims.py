@@ -107,6 +107,12 @@ def test_sig2_keeps_two_significant_digits_without_exponents() -> None:
         "0.012", "1200", "0.5", "3", "2.5e-08", "1"]
 
 
+def test_span_reads_a_range_once_when_its_ends_read_alike() -> None:
+    assert claims.span([1.01, 1.02]) == "1" and claims.span([2, 1]) == "1-2"
+    assert claims.span(iter([1.155, 1.4]), lambda x: f"{x:.3g}") == "1.16-1.4"
+    assert claims.span([3, 3, 3], lambda n: str(int(n))) == "3"
+
+
 def test_a_finding_is_checked_when_made_and_recorded_whole(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PRECISIONLAB_RESULTS_DIR", str(tmp_path))
     with pytest.raises(ValueError, match="verdict: must be one of"):

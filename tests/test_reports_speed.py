@@ -13,7 +13,6 @@ matplotlib.use("Agg")
 
 def test_formatting_helpers():
     assert report.x_of(1.5) == "1.50x"
-    assert report.span([1.01, 1.02]) == "1" and report.span([1, 2]) == "1-2"
     assert report.cell(float("nan")) == "-" and report.cell(12.3) == "12"
     assert report.published_texts(False)["pub_v100"] == "3.27x"
     assert report.skipped_lines(pd.DataFrame(columns=["fmt"])) == (

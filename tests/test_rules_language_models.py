@@ -162,6 +162,14 @@ def test_chapter_08s_larger_models_are_told_not_judged():
          "hi": 1.1}])
     text = rules.elsewhere(wider)
     assert text == ("; chapter 08 (as published) timed larger MLPs and transformers: bf16-mixed "
-                    "1-1.4x 32-true's step speed, faster at 1 of 2 sizes (told, not judged: "
-                    "other models)")
+                    "1-1.4x 32-true's step speed, faster at 1 of 2 timed sizes (told, not "
+                    "judged: other models)")
+    # a recipe too slow to time at some sizes says so, not just "faster at 0 of 1"
+    slow = pd.concat([wider, pd.DataFrame([
+        {"family": "MLP", "size": 512, "precision": "32-true", "speedup": 1.0, "lo": 1.0,
+         "hi": 1.0},
+        {"family": "MLP", "size": 256, "precision": "16-mixed", "speedup": 0.21, "lo": 0.2,
+         "hi": 0.22}])])
+    assert ("16-mixed 0.21x 32-true's step speed, faster at 0 of 1 timed sizes, too slow to "
+            "time at the other 1") in rules.elsewhere(slow)
     assert rules.elsewhere(None) == ""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,6 +26,14 @@ def sig2(x: float) -> str:
     """A number to 2 significant digits, without an exponent where a plain number is short:
     the robust form for numbers in a verdict's reason (e.g. 0.0123 -> '0.012', 1234 -> '1200')."""
     return f"{float(f'{x:.2g}'):g}"
+
+
+def span(values: Iterable[float], fmt: Callable[[float], str] = sig2) -> str:
+    """'a' when every value reads alike under `fmt`, else 'lo-hi': a range in a reason or a
+    caption (e.g. [1.01, 1.02] -> '1', [1, 2] -> '1-2')."""
+    values = list(values)
+    lo, hi = fmt(min(values)), fmt(max(values))
+    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def catalog(root: Path | None = None) -> dict[str, dict[str, str]]:

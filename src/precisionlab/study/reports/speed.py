@@ -14,7 +14,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator
 
 from precisionlab import bench
 from precisionlab.study import plotting
-from precisionlab.study.claims import sig2
+from precisionlab.study.claims import sig2, span
 from precisionlab.study.designs import bytes_over_32
 
 MiB = 2**20
@@ -28,12 +28,6 @@ PREC_COLOR = {
 }
 PREC_MARK = {"32-true": "o", "bf16-mixed": "s", "16-mixed": "^"}
 PREC_MS = {"32-true": 8, "bf16-mixed": 6.5, "16-mixed": 4.5}  # coinciding markers stay visible
-
-
-def span(values, fmt=sig2) -> str:
-    """'a' when all round alike, else 'lo-hi' (each to 2 significant digits)."""
-    lo, hi = fmt(min(values)), fmt(max(values))
-    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def x_of(r: float) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from precisionlab.study import stats
-from precisionlab.study.claims import Finding, sig2
+from precisionlab.study.claims import Finding, sig2, span
 
 # "Fast inference" means a gain a user notices: at least 1.2x fp32's speed (geometric mean of the
 # paired per-round ratios), and faster beyond noise.
@@ -92,7 +92,7 @@ def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
     if others:
         parts.append("also measured, not mixed precision and not deciding: "
                      + ", ".join(_pace(p, ivs, models, fid) for p in others))
-    n_rounds = span_text(int(counts.min()), int(counts.max()))
+    n_rounds = span(counts, lambda n: str(int(n)))
     detail = "; ".join(f"{m}: " + ", ".join(f"{p} {_interval(iv)}" for (mm, p), iv in ivs.items()
                                             if mm == m) for m in models)
     parts.append(f"speed-up over fp32, geometric mean of {n_rounds} paired per-round ratios "
@@ -121,7 +121,7 @@ def _pace(precision: str, ivs: dict[tuple[str, str], stats.Interval], models: li
     2)': one precision's speed-ups over the models, with the counts, the unwelcome ones
     included (a fast but unfaithful precision says so)."""
     got = [ivs[m, precision] for m in models if (m, precision) in ivs]
-    ratio = span_text(*(_sig3(f(math.exp(iv.mean) for iv in got)) for f in (min, max)))
+    ratio = span((math.exp(iv.mean) for iv in got), _sig3)
     faster = sum(iv.low > 0 for iv in got)
     slower = sum(iv.high < 0 for iv in got)
     untimed = len(models) - len(got)
@@ -139,11 +139,6 @@ def _interval(iv: stats.Interval) -> str:
     """'1.16x [1.09, 1.23]': a log-ratio interval as ratios, to 3 significant digits."""
     return (f"{_sig3(math.exp(iv.mean))}x [{_sig3(math.exp(iv.low))}, "
             f"{_sig3(math.exp(iv.high))}]")
-
-
-def span_text(lo: object, hi: object) -> str:
-    """'lo' when both ends read alike, else 'lo-hi'."""
-    return f"{lo}" if f"{lo}" == f"{hi}" else f"{lo}-{hi}"
 
 
 def _faithful(f: pd.Series) -> bool:

@@ -21,7 +21,7 @@ import pandas as pd
 
 from precisionlab.formats import adam_underflow
 from precisionlab.study import stats
-from precisionlab.study.claims import Finding, sig2
+from precisionlab.study.claims import Finding, sig2, span
 from precisionlab.study.designs import LM_BASELINE as BASELINE
 from precisionlab.study.designs import WORKING_PURE
 
@@ -101,12 +101,15 @@ def elsewhere(step_speedup: pd.DataFrame | None) -> str:
     Told, not judged: those models are not the language model this claim is about."""
     if step_speedup is None or step_speedup.empty:
         return ""
+    sizes = len(step_speedup[["family", "size"]].drop_duplicates())
     parts = []
     for p, d in step_speedup[step_speedup.precision != BASELINE].groupby("precision",
                                                                          sort=False):
         faster = int((d.lo > 1).sum())
-        parts.append(f"{p} {sig2(d.speedup.min())}-{sig2(d.speedup.max())}x 32-true's step "
-                     f"speed, faster at {faster} of {len(d)} sizes")
+        untimed = (f", too slow to time at the other {sizes - len(d)}"
+                   if len(d) < sizes else "")
+        parts.append(f"{p} {span(d.speedup)}x 32-true's step speed, faster at {faster} of "
+                     f"{len(d)} timed sizes{untimed}")
     return ("; chapter 08 (as published) timed larger MLPs and transformers: " +
             ", ".join(parts) + " (told, not judged: other models)")
 

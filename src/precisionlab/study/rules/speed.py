@@ -17,19 +17,13 @@ import numpy as np
 import pandas as pd
 
 from precisionlab.study import stats
-from precisionlab.study.claims import Finding, sig2
+from precisionlab.study.claims import Finding, sig2, span
 
 # Q-2 ------------------------------------------------------------------------------------------
 Q2_CLAIMED_GAIN = 2.0  # the claim: int8 "doubles" speed and storage efficiency
 # A 2x gain counts as met down to 1.8x: file-format overhead and per-channel scales take a few
 # per cent of the bytes, and repeated timings on a shared machine scatter by about as much.
 Q2_TOLERANCE = 0.1
-
-
-def span(values: pd.Series | list[float]) -> str:
-    """'a' when every value rounds alike to 2 significant digits, else 'lo-hi'."""
-    lo, hi = sig2(min(values)), sig2(max(values))
-    return lo if lo == hi else f"{lo}-{hi}"
 
 
 def q2_storage(stored: pd.DataFrame) -> tuple[bool, float, float]:
