@@ -85,6 +85,8 @@ def test_faster_but_within_noise_does_not_count_as_faster():
     runs, ratios = tables({"bf16-mixed": 0.0}, {"bf16-mixed": 1.0})
     f = rules.llm5(runs, ratios, "x")
     assert f.verdict == "refuted" and "neither faster nor slower" in f.reason
+    # a tie shown to within 5 % is what refutes it, and the reason says so
+    assert "shown to gain less than 5 % in step time: bf16-mixed (step time [0.98, 1]x" in f.reason
 
 
 def test_not_testable_with_one_seed_a_diverged_reference_or_only_eps_broken_recipes():

@@ -195,6 +195,12 @@ def llm5(runs: pd.DataFrame, ratios: pd.DataFrame, hardware: str,
         bad_news.append(f"slower beyond noise: {', '.join(slower)} ("
                         + ", ".join(f"{sig2(np.exp(steps[p].mean))}x" for p in slower)
                         + " 32-true's step time)")
+    no_gain = [p for p in judged if np.log(NO_GAIN) < steps[p].low <= 0]
+    if no_gain:
+        bad_news.append(f"shown to gain less than {sig2(100 * (1 - NO_GAIN))} % in step time: "
+                        + ", ".join(f"{p} (step time [{sig2(np.exp(steps[p].low))}, "
+                                    f"{sig2(np.exp(steps[p].high))}]x 32-true's)"
+                                    for p in no_gain))
     if worse:
         bad_news.append(f"quality not shown kept: {', '.join(worse)}")
     if higher_kept:
