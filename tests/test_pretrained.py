@@ -115,13 +115,13 @@ def test_next_token_metrics_against_torch():
 
 def test_pure_precision_copies_and_checks_dtype():
     model = torch.nn.Linear(3, 3)
-    half = pretrained.precision_model(model, "fp16-pure")
+    half = pretrained.precision_model(model, "16-true")
     assert half.weight.dtype == torch.float16 and model.weight.dtype == torch.float32
-    assert pretrained.precision_model(model, "bf16-autocast") is model
+    assert pretrained.precision_model(model, "bf16-mixed") is model
     with pytest.raises(ParameterError, match="precision"):
         pretrained.precision_model(model, "fp8")
-    with pytest.raises(ParameterError, match="model: precision 'bf16-pure' needs"):
-        pretrained.causal_logits(model, torch.zeros(4, dtype=torch.int64), "bf16-pure")
+    with pytest.raises(ParameterError, match="model: precision 'bf16-true' needs"):
+        pretrained.causal_logits(model, torch.zeros(4, dtype=torch.int64), "bf16-true")
 
 
 @pytest.mark.slow

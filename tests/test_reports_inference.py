@@ -14,7 +14,7 @@ from precisionlab.study.reports import inference as report  # noqa: E402
 def causal():
     rows = []
     for w in range(3):
-        for p, d in [("fp32", 0.0), ("bf16-pure", 0.01)]:
+        for p, d in [("32-true", 0.0), ("bf16-true", 0.01)]:
             rows.append({"window": w, "precision": p, "nll": 2.0 + w * 0.1 + d,
                          "nll_ref": 2.0 + w * 0.1, "kl": d / 10, "delta_p": -d,
                          "perplexity": 7.0 + w, "tokens": 63 + 100 * w, "finite": True})
@@ -23,20 +23,20 @@ def causal():
 
 def encoder():
     return pd.DataFrame([{"sentence": i, "precision": p, "cosine": c, "nn_agree": i != 0 or
-                          p == "fp32"} for i in range(4) for p, c in
-                         [("fp32", 1.0), ("bf16-pure", 0.9999)]])
+                          p == "32-true"} for i in range(4) for p, c in
+                         [("32-true", 1.0), ("bf16-true", 0.9999)]])
 
 
 def test_tables():
     t = report.causal_table(causal()).set_index("precision")
-    assert "(n=3)" in t["nll change (nats)"]["bf16-pure"]
-    assert t["predicted tokens"]["fp32"] == 63 + 163 + 263
+    assert "(n=3)" in t["nll change (nats)"]["bf16-true"]
+    assert t["predicted tokens"]["32-true"] == 63 + 163 + 263
     # perplexity of every token, not a mean of the windows' perplexities
-    c = causal()[lambda d: d.precision == "fp32"]
+    c = causal()[lambda d: d.precision == "32-true"]
     nll = (c.nll * c.tokens).sum() / c.tokens.sum()
-    assert t["perplexity"]["fp32"].startswith(f"{math.exp(nll):+.2g}")
+    assert t["perplexity"]["32-true"].startswith(f"{math.exp(nll):+.2g}")
     e = report.encoder_table(encoder()).set_index("precision")
-    assert e["nearest neighbour unchanged"]["bf16-pure"] == "3/4"
+    assert e["nearest neighbour unchanged"]["bf16-true"] == "3/4"
     f = report.fidelity(causal(), encoder())
     assert set(f.model) == {"smollm2", "minilm"} and len(f) == 4
 
@@ -45,17 +45,17 @@ def speed():
     return pd.DataFrame([{"model": m, "precision": p, "median_s": s, "iqr_over_median": 0.1,
                           "speedup": 1 / s, "speedup_low": 0.9 / s, "speedup_high": 1.1 / s,
                           "rounds": 7}
-                         for m in ("smollm2", "minilm") for p, s in [("fp32", 1.0),
-                                                                     ("bf16-autocast", 2.0)]])
+                         for m in ("smollm2", "minilm") for p, s in [("32-true", 1.0),
+                                                                     ("bf16-mixed", 2.0)]])
 
 
 def test_speed_table_and_figure():
     t = report.speed_table(speed(), report.fidelity(causal(), encoder()))
-    assert list(t["speed-up over fp32"][:2]) == ["1.00x", "0.50x"]
+    assert list(t["speed-up over 32-true"][:2]) == ["1.00x", "0.50x"]
     assert list(t["95 % interval"][:2]) == ["[0.90, 1.10]", "[0.45, 0.55]"]
     fig = report.plot_speed(speed(), "test machine")
     axes = fig.axes
-    assert len(axes) == 2 and "speed-up over fp32 (x" in axes[0].get_xlabel()
+    assert len(axes) == 2 and "speed-up over 32-true (x" in axes[0].get_xlabel()
     assert axes[0].get_ylabel() == "precision"
     assert any("test machine" in t.get_text() for t in fig.texts)  # the hardware line
     bars = [c for c in axes[0].containers if isinstance(c, ErrorbarContainer)]
@@ -64,7 +64,7 @@ def test_speed_table_and_figure():
     assert [tuple(s[:, 0]) for s in segments] == [pytest.approx((0.9, 1.1)),
                                                   pytest.approx((0.45, 0.55))]
     labels = [t.get_text() for t in axes[0].get_yticklabels()]
-    assert labels == ["fp32", "bf16-autocast"]
+    assert labels == ["32-true", "bf16-mixed"]
 
 
 def test_speed_figure_draws_a_bar_without_an_interval_for_one_round():
@@ -95,7 +95,7 @@ def test_int8_text_reads_both_models():
         {"model": "minilm", "precision": report.INT8, "kl": float("nan"), "cosine": 0.98765}])],
         ignore_index=True)
     assert report.int8_text(speed_, fid) == (
-        "1.2x as fast as fp32 on SmolLM2 but moves its next-token distribution by a mean KL of "
+        "1.2x as fast as 32-true on SmolLM2 but moves its next-token distribution by a mean KL of "
         "0.012 nats (one activation scale per tensor meets the outliers shown below), and 2.5x "
         "on MiniLM at a mean cosine of 0.9877: faster, but not the same answers")
     assert report.int8_text(speed(), report.fidelity(causal(), encoder())) == (
@@ -127,7 +127,7 @@ def test_rmsnorm_facts_when_fp16_stays_finite():
 
 
 def test_autocast_mb():
-    acts = pd.DataFrame({"precision": ["fp32", "bf16-autocast", "fp16-autocast"],
+    acts = pd.DataFrame({"precision": ["32-true", "bf16-mixed", "16-mixed"],
                          "saved_bytes": [9e6, 4.2e6, 5.6e6]})
     assert report.autocast_mb(acts) == "6"
-    assert report.autocast_mb(acts[acts.precision == "fp32"]) == "no"
+    assert report.autocast_mb(acts[acts.precision == "32-true"]) == "no"

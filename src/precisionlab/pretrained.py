@@ -33,6 +33,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from precisionlab.amp.policy import get_policy
 from precisionlab.validate import ParameterError, integer, one_of
 
 MODELS = ("minilm", "smollm2")
@@ -48,9 +49,11 @@ STDLIB_FILES = ("json/decoder.py", "textwrap.py", "fractions.py", "heapq.py", "s
 SENTENCE_MODULES = ("textwrap", "statistics", "string", "heapq", "bisect", "shlex", "fractions",
                     "difflib", "calendar", "json", "base64", "colorsys", "fnmatch", "glob",
                     "shutil", "os.path", "random", "math", "functools", "itertools")
-# Precisions for inference: fp32, autocast (weights fp32, matmuls in 16 bits) and pure (every
-# weight and activation in 16 bits).
-PRECISIONS = ("fp32", "bf16-autocast", "fp16-autocast", "bf16-pure", "fp16-pure")
+# Precisions for inference: the training policies' names (`amp.policy`), the same policy at
+# inference: 32-true, *-mixed (fp32 weights, autocast runs the matmuls in 16 bits) and *-true
+# (every weight and activation in 16 bits).
+REFERENCE = "32-true"
+PRECISIONS = (REFERENCE, "bf16-mixed", "16-mixed", "bf16-true", "16-true")
 
 
 def offline() -> None:
@@ -197,27 +200,22 @@ def stdlib_sentences(n: int = 64, modules: Sequence[str] = SENTENCE_MODULES
 
 
 def precision_model(model: nn.Module, precision: str) -> nn.Module:
-    """`model` itself for fp32 and autocast, or a copy with every float tensor cast to 16 bits
-    for 'bf16-pure' / 'fp16-pure' (the original stays fp32)."""
+    """`model` itself where its policy keeps fp32 weights (32-true, *-mixed), else a copy with
+    every float tensor in the policy's weight dtype (the original stays fp32)."""
     one_of("precision", precision, PRECISIONS)
-    if not precision.endswith("-pure"):
+    policy = get_policy(precision)
+    if policy.mixed or policy.param_dtype == torch.float32:
         return model
-    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-    return nn.Module.to(copy.deepcopy(model), dtype=dtype)  # GGUF models refuse .half()
+    return nn.Module.to(copy.deepcopy(model), dtype=policy.param_dtype)  # GGUF refuses .half()
 
 
 @contextlib.contextmanager
 def precision_context(precision: str, device: str = "cpu") -> Iterator[None]:
-    """Autocast for the '*-autocast' precisions (no grad either way); nothing for the others."""
+    """No grad, and the policy's forward context: autocast for *-mixed, nothing for the others
+    (the inference side of the training policy, `Policy.autocast`)."""
     one_of("precision", precision, PRECISIONS)
-    device_type = torch.device(device).type
-    with torch.no_grad():
-        if precision.endswith("-autocast"):
-            dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
-            with torch.autocast(device_type, dtype=dtype):
-                yield
-        else:
-            yield
+    with torch.no_grad(), get_policy(precision).autocast(torch.device(device).type):
+        yield
 
 
 def next_token_metrics(ref_logits: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor
@@ -237,13 +235,14 @@ def next_token_metrics(ref_logits: torch.Tensor, logits: torch.Tensor, targets: 
             "kl": float(kl.mean()), "delta_p": float((new_t.exp() - ref_t.exp()).mean())}
 
 
-def causal_logits(model: nn.Module, ids: torch.Tensor, precision: str = "fp32",
+def causal_logits(model: nn.Module, ids: torch.Tensor, precision: str = REFERENCE,
                   device: str = "cpu") -> torch.Tensor:
     """Next-token logits (fp32, on the CPU) of a causal LM for one (length,) window of ids,
-    under `precision`; position i predicts token i + 1. For the '-pure' precisions pass the
+    under `precision`; position i predicts token i + 1. For the '*-true' precisions pass the
     copy made once by `precision_model` (it is checked: a 32-bit model would mislabel runs)."""
     one_of("precision", precision, PRECISIONS)
-    want = {"bf16-pure": torch.bfloat16, "fp16-pure": torch.float16}.get(precision, torch.float32)
+    policy = get_policy(precision)
+    want = torch.float32 if policy.mixed else policy.param_dtype
     have = next(model.parameters()).dtype
     if have != want:
         raise ParameterError(f"model: precision {precision!r} needs {want} weights, got {have}; "

@@ -20,6 +20,7 @@ from torch import nn
 from precisionlab import bench, memory, validate
 from precisionlab import pretrained as pre
 from precisionlab.amp.emulation import get_matmul16, matmul16, set_matmul16
+from precisionlab.amp.policy import get_policy
 from precisionlab.study import stats
 from precisionlab.study.designs import INT8
 from precisionlab.validate import one_of
@@ -27,6 +28,7 @@ from precisionlab.validate import one_of
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 SMOL_CONTEXT = pre.MAX_CONTEXT["smollm2"]  # the longest window SmolLM2 reads
+REF = pre.REFERENCE  # the precision every other is compared with: 32-true
 
 # The parameters `check_parameters` checks (the template's `device` is resolved there instead).
 PARAMETERS = ("seeds", "threads", "precisions", "context", "n_windows", "windows_per_file",
@@ -45,8 +47,8 @@ def check_parameters(params: Mapping[str, object]) -> dict[str, object]:
     v.integers("seeds", p["seeds"], 0, 2**32 - 1)
     v.integer("threads", p["threads"], 1, 256)
     p["precisions"] = v.subset_of("precisions", p["precisions"], pre.PRECISIONS)
-    if "fp32" not in p["precisions"]:
-        raise v.ParameterError("precisions: must include 'fp32', the reference")
+    if REF not in p["precisions"]:
+        raise v.ParameterError(f"precisions: must include {REF!r}, the reference")
     v.integer("context", p["context"], 2, SMOL_CONTEXT)
     v.integer("windows_per_file", p["windows_per_file"], 1, 100)
     v.integer("n_windows", p["n_windows"], 2,  # an interval needs 2
@@ -65,8 +67,8 @@ def check_parameters(params: Mapping[str, object]) -> dict[str, object]:
 
 def variants(model: nn.Module, precisions: Sequence[str], device: str = "cpu",
              int8: bool = True) -> dict[str, nn.Module]:
-    """The model to run for each precision: the fp32 model itself (fp32, autocast), one 16-bit
-    copy per '-pure' precision and, on the CPU when `int8`, a dynamic-int8 copy."""
+    """The model to run for each precision: the fp32 model itself (32-true, *-mixed), one 16-bit
+    copy per '*-true' precision and, on the CPU when `int8`, a dynamic-int8 copy."""
     for p in precisions:
         one_of("precisions", p, pre.PRECISIONS)
     out = {p: pre.precision_model(model, p) for p in precisions}
@@ -87,9 +89,9 @@ def run_causal(model: nn.Module, ids: torch.Tensor, precision: str, device: str 
 
 
 def low_dtype(precision: str) -> torch.dtype:
-    """The 16-bit dtype a precision's matmuls run in (fp32 for fp32 and int8)."""
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision.split("-")[0],
-                                                                torch.float32)
+    """The dtype a precision's float matmuls run in: its policy's compute dtype (fp32 for
+    32-true, and for int8, whose integer matmuls are not float)."""
+    return torch.float32 if precision == INT8 else get_policy(precision).compute_dtype
 
 
 def causal_parity(models: dict[str, nn.Module], ids: torch.Tensor, device: str = "cpu",
@@ -102,17 +104,17 @@ def causal_parity(models: dict[str, nn.Module], ids: torch.Tensor, device: str =
     matmuls run emulated (`amp.emulation`: fp32 kernels on the 16-bit operands, rounded once,
     what a native kernel gives up to the order of its fp32 sums) on CPUs without native fp16
     and bf16 arithmetic, where torch's own 16-bit kernels are tens of times slower."""
-    if "fp32" not in models:
-        raise ValueError("models: needs 'fp32', the reference")
+    if REF not in models:
+        raise ValueError(f"models: needs {REF!r}, the reference")
     previous = get_matmul16()
     set_matmul16(matmul16_mode)
     rows = []
     try:
         for w in range(ids.shape[0]):
-            ref = run_causal(models["fp32"], ids[w], "fp32", device)
+            ref = run_causal(models[REF], ids[w], REF, device)
             targets = ids[w, 1:]
             for p, m in models.items():
-                if p == "fp32":
+                if p == REF:
                     logits = ref
                 else:
                     with matmul16(low_dtype(p), device):
@@ -147,11 +149,11 @@ def encoder_parity(models: dict[str, nn.Module], tokenizer: object, sentences: S
                    device: str = "cpu") -> pd.DataFrame:
     """Per sentence and precision: cosine of its embedding to fp32's, and whether its nearest
     other sentence (by cosine) is the same one fp32 finds."""
-    ref = embed(models["fp32"], tokenizer, sentences, "fp32", device)
+    ref = embed(models[REF], tokenizer, sentences, REF, device)
     ref_nn = _nearest(ref)
     rows = []
     for p, m in models.items():
-        e = ref if p == "fp32" else embed(m, tokenizer, sentences, p, device)
+        e = ref if p == REF else embed(m, tokenizer, sentences, p, device)
         cos = (e * ref).sum(-1)
         same = _nearest(e) == ref_nn
         rows += [{"sentence": i, "precision": p, "cosine": float(cos[i]),
@@ -171,11 +173,11 @@ def latency(calls: dict[str, Callable[[], object]], repeats: int = 7, warmup: in
     round (fp32's seconds in that round over this precision's). Every precision runs once per
     round, after `warmup` untimed rounds (`bench.interleaved`), so drift hits them alike and the
     rounds give the ratios' spread."""
-    if "fp32" not in calls:
-        raise ValueError(f"calls: needs 'fp32', the reference; got {', '.join(calls)}")
+    if REF not in calls:
+        raise ValueError(f"calls: needs {REF!r}, the reference; got {', '.join(calls)}")
     t = bench.interleaved(calls, repeats, warmup, device).rename(
         columns={"candidate": "precision", "repeat": "round"})
-    ref = t[t.precision == "fp32"].set_index("round").seconds
+    ref = t[t.precision == REF].set_index("round").seconds
     t["speedup"] = t["round"].map(ref) / t.seconds
     return t[["precision", "round", "seconds", "speedup"]]
 
@@ -294,15 +296,15 @@ def rms_norm_in(vector: torch.Tensor) -> pd.DataFrame:
 # Bytes per parameter held through an Adam training step, by recipe: weights, gradients, Adam's
 # m and v, and the fp32 master copy where the recipe keeps one.
 RECIPES = {
-    "fp32": {"weights": 4, "gradients": 4, "adam_m": 4, "adam_v": 4, "master": 0},
+    "32-true": {"weights": 4, "gradients": 4, "adam_m": 4, "adam_v": 4, "master": 0},
     "bf16-mixed (fp32 weights, autocast)": {"weights": 4, "gradients": 4, "adam_m": 4,
                                             "adam_v": 4, "master": 0},
     "bf16-mixed (16-bit weights + fp32 master)": {"weights": 2, "gradients": 2, "adam_m": 4,
                                                   "adam_v": 4, "master": 4},
-    "pure bf16": {"weights": 2, "gradients": 2, "adam_m": 2, "adam_v": 2, "master": 0},
-    "inference fp32": {"weights": 4, "gradients": 0, "adam_m": 0, "adam_v": 0, "master": 0},
-    "inference bf16/fp16": {"weights": 2, "gradients": 0, "adam_m": 0, "adam_v": 0,
-                            "master": 0},
+    "bf16-true": {"weights": 2, "gradients": 2, "adam_m": 2, "adam_v": 2, "master": 0},
+    "inference 32-true": {"weights": 4, "gradients": 0, "adam_m": 0, "adam_v": 0, "master": 0},
+    "inference bf16-true / 16-true": {"weights": 2, "gradients": 0, "adam_m": 0, "adam_v": 0,
+                                      "master": 0},
     "inference int8 (weights)": {"weights": 1, "gradients": 0, "adam_m": 0, "adam_v": 0,
                                  "master": 0},
 }
@@ -358,7 +360,8 @@ def model_shape(model: nn.Module) -> dict[str, int]:
 def activation_bytes(models: dict[str, nn.Module], ids: torch.Tensor, device: str = "cpu"
                      ) -> pd.DataFrame:
     """Peak bytes autograd saves for a forward+backward of the next-token loss on one window,
-    per precision (fp32/autocast on the fp32 model, pure ones on their copies), and per token."""
+    per precision (32-true and *-mixed on the fp32 model, *-true on their copies), and per
+    token."""
     rows = []
     x = ids.unsqueeze(0).to(device)
     for p, m in models.items():
@@ -366,10 +369,7 @@ def activation_bytes(models: dict[str, nn.Module], ids: torch.Tensor, device: st
             continue  # dynamic int8 kernels have no backward
 
         def step(m: nn.Module = m, p: str = p) -> None:
-            dtype = DTYPES[p.split("-")[0]] if p.endswith("-autocast") else None
-            with torch.enable_grad(), torch.autocast(torch.device(device).type,
-                                                     dtype=dtype or torch.bfloat16,
-                                                     enabled=dtype is not None):
+            with torch.enable_grad(), get_policy(p).autocast(torch.device(device).type):
                 logits = m(x).logits[0, :-1].float()
                 loss = torch.nn.functional.cross_entropy(logits, x[0, 1:])
             loss.backward()

@@ -11,6 +11,7 @@ from matplotlib.patches import Patch
 from precisionlab.study import plotting, stats
 from precisionlab.study.claims import sig2
 from precisionlab.study.designs import INT8
+from precisionlab.study.rules.inference import REF, is_mixed
 
 FP16_MAX = 65504.0  # largest finite fp16 value
 BF16_MAX = 3.3895313892515355e38  # largest finite bf16 value (same exponent range as fp32)
@@ -18,10 +19,10 @@ BF16_MAX = 3.3895313892515355e38  # largest finite bf16 value (same exponent ran
 
 def causal_table(parity: pd.DataFrame) -> pd.DataFrame:
     """Per precision, over every predicted token (window means weighted by their tokens, never
-    a mean of perplexities): perplexity, and against fp32 of the same windows the nll change,
+    a mean of perplexities): perplexity, and against 32-true on the same windows the nll change,
     KL and delta-p, each with a 95 % bootstrap interval over windows (`stats.weighted_interval`)."""
     rows = []
-    ref = parity[parity.precision == "fp32"].set_index("window")
+    ref = parity[parity.precision == REF].set_index("window")
     for p in dict.fromkeys(parity.precision):
         part = parity[parity.precision == p].set_index("window").loc[ref.index]
         w = part.tokens.to_numpy(dtype=float)
@@ -30,7 +31,7 @@ def causal_table(parity: pd.DataFrame) -> pd.DataFrame:
         ppl = stats.Interval(math.exp(nll.mean), math.exp(nll.low), math.exp(nll.high), nll.n)
         rows.append({"precision": p, "perplexity": ppl.text(),
                      "nll change (nats)": change.text(),
-                     "KL from fp32 (nats)": stats.weighted_interval(part.kl, w).text(),
+                     f"KL from {REF} (nats)": stats.weighted_interval(part.kl, w).text(),
                      "delta-p": stats.weighted_interval(part.delta_p, w).text(),
                      "predicted tokens": int(w.sum()),
                      "all logits finite": bool(part.finite.all())})
@@ -38,7 +39,7 @@ def causal_table(parity: pd.DataFrame) -> pd.DataFrame:
 
 
 def encoder_table(parity: pd.DataFrame) -> pd.DataFrame:
-    """Per precision: mean cosine to fp32 (interval over sentences), least cosine and the share
+    """Per precision: mean cosine to 32-true (interval over sentences), least cosine and the share
     of sentences whose nearest neighbour is unchanged."""
     rows = []
     for p in dict.fromkeys(parity.precision):
@@ -64,7 +65,7 @@ def speed_table(speed: pd.DataFrame, fid: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"model": t.model, "precision": t.precision,
                          "median (ms)": (t.median_s * 1e3).map(lambda x: f"{x:.1f}"),
                          "IQR / median": t.iqr_over_median.map(lambda x: f"{x:.2f}"),
-                         "speed-up over fp32": t.speedup.map(lambda x: f"{x:.2f}x"),
+                         f"speed-up over {REF}": t.speedup.map(lambda x: f"{x:.2f}x"),
                          "95 % interval": [f"[{lo:.2f}, {hi:.2f}]" for lo, hi in
                                            zip(t.speedup_low, t.speedup_high, strict=True)],
                          "rounds": t["rounds"],
@@ -74,19 +75,19 @@ def speed_table(speed: pd.DataFrame, fid: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot_speed(speed: pd.DataFrame, hardware: str) -> Figure:
-    """Speed-up over fp32 per precision with its 95 % interval over timed rounds, one panel per
-    model; the autocast (mixed) precisions, which decide LLM-6, in their own colour."""
+    """Speed-up over 32-true per precision with its 95 % interval over timed rounds, one panel
+    per model; the mixed precisions (autocast), which decide LLM-6, in their own colour."""
     models = list(dict.fromkeys(speed.model))
     fig, axes = plotting.figure(ncols=len(models), width=3.6 * len(models) + 2.0, squeeze=False)
-    colours = {"reference (fp32)": "#999999",
-               "autocast: mixed precision, decides": plotting.PALETTE[0],
+    colours = {f"reference ({REF})": "#999999",
+               "*-mixed (autocast): mixed precision, decides": plotting.PALETTE[0],
                "other recipes, reported only": plotting.PALETTE[1]}
     ref, mixed, other = colours.values()
     for ax, model in zip(axes[0], models, strict=True):
         part = speed[speed.model == model].reset_index(drop=True)
         y = list(range(len(part)))
-        ax.barh(y, part.speedup, color=[ref if p == "fp32" else mixed if p.endswith("-autocast")
-                                        else other for p in part.precision])
+        ax.barh(y, part.speedup, color=[ref if p == REF else mixed if is_mixed(p) else other
+                                        for p in part.precision])
         # NaN bounds (a single round) draw no interval: the bar stands alone.
         err = [(part.speedup - part.speedup_low).fillna(0),
                (part.speedup_high - part.speedup).fillna(0)]
@@ -94,7 +95,7 @@ def plot_speed(speed: pd.DataFrame, hardware: str) -> Figure:
         ax.set_yticks(y, part.precision)
         ax.invert_yaxis()  # the table's order, top down
         ax.axvline(1.0, color="black", lw=0.8)
-        ax.set_xlabel("speed-up over fp32 (x, 95 % interval)")
+        ax.set_xlabel(f"speed-up over {REF} (x, 95 % interval)")
         ax.set_ylabel("precision")
         ax.set_title(model)
     axes[0][-1].legend(handles=[Patch(color=c, label=k) for k, c in colours.items()],
@@ -145,9 +146,9 @@ def memory_facts(kv: int, per_unit: float, recipes: pd.DataFrame) -> dict[str, s
     """Glue texts about memory."""
     tot = recipes.set_index("recipe").total
     return {"kv_smol_bf16": f"{kv:,}", "act_per_unit": sig2(per_unit),
-            "adam_fp32": str(int(tot["fp32"])),
+            "adam_fp32": str(int(tot["32-true"])),
             "adam_mixed": str(int(tot["bf16-mixed (16-bit weights + fp32 master)"])),
-            "adam_pure": str(int(tot["pure bf16"]))}
+            "adam_pure": str(int(tot["bf16-true"]))}
 
 
 def int8_text(speed: pd.DataFrame, fid: pd.DataFrame) -> str:
@@ -158,7 +159,7 @@ def int8_text(speed: pd.DataFrame, fid: pd.DataFrame) -> str:
     if i8.empty:
         return "not timed on this device"
     f8 = fid[fid.precision == INT8].set_index("model")
-    return (f"{i8['smollm2']:.2g}x as fast as fp32 on SmolLM2 but moves its next-token "
+    return (f"{i8['smollm2']:.2g}x as fast as 32-true on SmolLM2 but moves its next-token "
             f"distribution by a mean KL of {f8.kl['smollm2']:.2g} nats (one activation scale per "
             f"tensor meets the outliers shown below), and {i8['minilm']:.2g}x on MiniLM at a mean "
             f"cosine of {f8.cosine['minilm']:.4f}: faster, but not the same answers")
@@ -179,6 +180,7 @@ def rmsnorm_facts(rms: pd.DataFrame) -> dict[str, str]:
 
 
 def autocast_mb(acts: pd.DataFrame) -> str:
-    """The largest saved bytes of the autocast precisions in `acts`, in MB, or 'no' without one."""
-    auto = acts[acts.precision.str.endswith("-autocast")]
+    """The largest saved bytes of the mixed (autocast) precisions in `acts`, in MB, or 'no'
+    without one."""
+    auto = acts[acts.precision.map(is_mixed)]
     return f"{auto.saved_bytes.max() / 1e6:.0f}" if len(auto) else "no"

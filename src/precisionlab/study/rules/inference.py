@@ -2,8 +2,9 @@
 real pretrained models: speed-ups over fp32 timed in interleaved rounds of one run, beside
 output fidelity.
 
-Mixed precision is autocast (fp32 weights, 16-bit matmuls): the '-autocast' precisions decide.
-Pure 16-bit casts and int8 are other recipes; the reason reports them, they never decide.
+Mixed precision is the '*-mixed' policies (fp32 weights, autocast runs the matmuls in 16 bits):
+they decide. The '*-true' casts and int8 are other recipes; the reason reports them, they never
+decide. Precisions carry the training policies' names (`amp.policy`), 32-true the reference.
 "Faster" is the book's one noise rule applied to the paired per-round speed-ups: the 95 %
 interval of their logs excludes 0. Speed belongs to the machine that measured it, so the finding
 carries the hardware line and a chapter records it in an unchecked cell.
@@ -16,6 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from precisionlab.amp.policy import PRECISIONS, get_policy
 from precisionlab.study import stats
 from precisionlab.study.claims import Finding, sig2, span
 
@@ -30,7 +32,12 @@ LLM6_MAX_KL = 0.01
 LLM6_MIN_COSINE = 0.999
 # An interval needs at least two timed rounds; with fewer the rule cannot judge noise.
 MIN_ROUNDS = 2
-MIXED = "-autocast"  # the suffix of the precisions the claim is about
+REF = "32-true"  # the reference every speed-up and fidelity is measured against
+
+
+def is_mixed(precision: str) -> bool:
+    """Whether `precision` is mixed precision (a '*-mixed' policy): the ones the claim is about."""
+    return precision in PRECISIONS and get_policy(precision).mixed
 
 
 def speedup_interval(rounds: pd.DataFrame, model: str, precision: str) -> stats.Interval:
@@ -44,32 +51,32 @@ def speedup_interval(rounds: pd.DataFrame, model: str, precision: str) -> stats.
 
 def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
          evidence: str = "tbl-llm6") -> Finding:
-    """LLM-6 from `rounds` (columns model, precision, round, speedup: fp32's seconds in that
+    """LLM-6 from `rounds` (columns model, precision, round, speedup: 32-true's seconds in that
     round over this precision's, as `experiments.inference.latency` times them) and `fidelity`
     (columns model, precision, kl and/or cosine; NaN where a metric does not apply).
 
-    An autocast precision is *fast* on a model when its speed-up (geometric mean over rounds) is
+    A mixed precision is *fast* on a model when its speed-up (geometric mean over rounds) is
     at least LLM6_FAST, its interval lies above 1 and its outputs are faithful. supported: every
-    autocast precision is fast on every model; refuted: no autocast precision is faster than
-    fp32 beyond noise on any model; nuanced: in between; not testable here: no autocast precision
+    mixed precision is fast on every model; refuted: no mixed precision is faster than
+    32-true beyond noise on any model; nuanced: in between; not testable here: no mixed precision
     was timed, or with fewer than MIN_ROUNDS rounds."""
     need = {"model", "precision", "round", "speedup"} - set(rounds.columns)
     if need:
         raise ValueError(f"rounds: needs the columns {', '.join(sorted(need))} (per-round "
                          "speed-ups, from experiments.inference.latency)")
     models = list(dict.fromkeys(rounds.model))
-    mixed = [p for p in dict.fromkeys(rounds.precision) if p.endswith(MIXED)]
+    mixed = [p for p in dict.fromkeys(rounds.precision) if is_mixed(p)]
     if not mixed:
-        return Finding("LLM-6", "not testable here", "no autocast (mixed) precision was timed on "
+        return Finding("LLM-6", "not testable here", "no mixed precision was timed on "
                        "this device", evidence, hardware)
     counts = rounds.groupby(["model", "precision"]).size()
-    few = [f"{m} {p}" for (m, p), n in counts.items() if p.endswith(MIXED) and n < MIN_ROUNDS]
+    few = [f"{m} {p}" for (m, p), n in counts.items() if is_mixed(p) and n < MIN_ROUNDS]
     if few:
         return Finding("LLM-6", "not testable here", f"fewer than {MIN_ROUNDS} timed rounds for "
                        f"{', '.join(few)}: noise cannot be judged", evidence, hardware)
     fid = fidelity.set_index(["model", "precision"])
     pairs = dict.fromkeys(zip(rounds.model, rounds.precision, strict=True))  # table order
-    ivs = {(m, p): speedup_interval(rounds, m, p) for m, p in pairs if p != "fp32"}
+    ivs = {(m, p): speedup_interval(rounds, m, p) for m, p in pairs if p != REF}
 
     def is_fast(model: str, precision: str) -> bool:
         iv = ivs.get((model, precision))  # None: not timed on this model
@@ -84,10 +91,11 @@ def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
         verdict = "refuted"
     else:
         verdict = "nuanced"
-    others = [p for p in dict.fromkeys(rounds.precision) if p != "fp32" and p not in mixed]
-    head = (f"autocast, the mixed precision claimed, was fast (>= {sig2(LLM6_FAST)}x fp32's "
-            f"speed, faster beyond noise, faithful) in {sum(fast.values())} of {len(fast)} "
-            f"model-precision pairs: " + ", ".join(_pace(p, ivs, models, fid) for p in mixed))
+    others = [p for p in dict.fromkeys(rounds.precision) if p != REF and p not in mixed]
+    head = (f"mixed precision (the *-mixed policies: autocast, fp32 weights) was fast (>= "
+            f"{sig2(LLM6_FAST)}x {REF}'s speed, faster beyond noise, faithful) in "
+            f"{sum(fast.values())} of {len(fast)} model-precision pairs: "
+            + ", ".join(_pace(p, ivs, models, fid) for p in mixed))
     parts = [head]
     if others:
         parts.append("also measured, not mixed precision and not deciding: "
@@ -95,17 +103,17 @@ def llm6(rounds: pd.DataFrame, fidelity: pd.DataFrame, hardware: str,
     n_rounds = span(counts, lambda n: str(int(n)))
     detail = "; ".join(f"{m}: " + ", ".join(f"{p} {_interval(iv)}" for (mm, p), iv in ivs.items()
                                             if mm == m) for m in models)
-    parts.append(f"speed-up over fp32, geometric mean of {n_rounds} paired per-round ratios "
+    parts.append(f"speed-up over {REF}, geometric mean of {n_rounds} paired per-round ratios "
                  f"[95 % interval], per model: {detail}")
     fids = []
     for (model, p), f in fid.iterrows():
-        if p == "fp32":
+        if p == REF:
             continue
         if "kl" in f and pd.notna(f["kl"]):
             fids.append(f"{model} {p} KL {sig2(f['kl'])}")
         elif "cosine" in f and pd.notna(f["cosine"]):
             fids.append(f"{model} {p} 1-cos {sig2(1 - f['cosine'])}")
-    parts.append(f"fidelity (faithful: KL <= {sig2(LLM6_MAX_KL)} nats or cosine >= "
+    parts.append(f"fidelity to {REF} (faithful: KL <= {sig2(LLM6_MAX_KL)} nats or cosine >= "
                  f"{LLM6_MIN_COSINE}): " + (", ".join(fids) or "not measured"))
     return Finding("LLM-6", verdict, "; ".join(parts), evidence, hardware)
 
@@ -117,7 +125,7 @@ def _sig3(x: float) -> str:
 
 def _pace(precision: str, ivs: dict[tuple[str, str], stats.Interval], models: list[str],
           fid: pd.DataFrame | None = None) -> str:
-    """'bf16-autocast 1.16-1.4x (faster beyond noise on 2 of 2 models, slower on 0, faithful on
+    """'bf16-mixed 1.16-1.4x (faster beyond noise on 2 of 2 models, slower on 0, faithful on
     2)': one precision's speed-ups over the models, with the counts, the unwelcome ones
     included (a fast but unfaithful precision says so)."""
     got = [ivs[m, precision] for m in models if (m, precision) in ivs]
