@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
-from precisionlab.formats import adam_underflow
+from precisionlab.formats import adam_underflow, spacing
 from precisionlab.study import stats
 from precisionlab.study.claims import Finding, sig2, span
 from precisionlab.study.designs import LM_BASELINE as BASELINE
@@ -37,7 +38,8 @@ NO_GAIN = 0.95
 # A paired interval needs at least two seeds; with fewer the rule cannot judge noise.
 MIN_SEEDS = 2
 TORCH_EPS = 1e-8  # torch.optim.Adam's default eps, what a recipe without its own eps runs
-# The pure policies keep Adam's state in their 16-bit format; the others keep it in fp32.
+# The pure policies keep their weights, loss and Adam's state in their 16-bit format; the others
+# keep them in fp32.
 STATE_FORMAT = {"16-true": "fp16", "bf16-true": "bf16"}
 
 
@@ -64,8 +66,18 @@ def eps_lost(label: str) -> dict[str, float | bool] | None:
 
 def quality(runs: pd.DataFrame, precision: str) -> stats.Comparison:
     """The paired comparison of `precision`'s final validation loss with 32-true's (a diverged
-    run has a NaN loss, which makes the interval NaN: never equivalent)."""
-    return stats.compare(runs, "val_loss", "precision", precision, BASELINE, LOSS_MARGIN)
+    run has a NaN loss, which makes the interval NaN: never equivalent). A pure recipe computes
+    its loss in its 16-bit format, so the loss moves in steps of that format's spacing at the
+    loss (bf16: 0.0156 near 2.5): the comparison's resolution, below which seeds that agree
+    prove nothing."""
+    resolution = 0.0
+    fmt = _state_format(precision)
+    losses = runs.loc[runs.precision == precision, "val_loss"].to_numpy(dtype=float)
+    losses = losses[np.isfinite(losses)]
+    if fmt is not None and len(losses):
+        resolution = float(spacing(torch.tensor(float(np.median(losses))), fmt))
+    return stats.compare(runs, "val_loss", "precision", precision, BASELINE, LOSS_MARGIN,
+                         resolution=resolution)
 
 
 def speed(ratios: pd.DataFrame, precision: str) -> stats.Interval:
