@@ -178,7 +178,7 @@ def test_cosine_of_fp32_to_itself_is_one(audited):
 def test_module_table_flags_the_module_made_to_overflow(mod):
     s = audit.load(f"{mod}:hot", f"{mod}:classes", "classification")
     x, y = s.split.x_train[:16], s.split.y_train[:16]
-    info, grads = measure.activation_gradients(s.make_model(), x, y, s.task, 0)
+    info, grads = measure.module_gradients(s.make_model(), x, y, s.task, 0)
     t = measure.module_table(info, grads).set_index("name")
     assert t.loc["0", "fwd_overflow_fp16"] and t.loc["0", "fwd_amax"] > 65504
     assert not t.loc["2", "grad_overflow_fp16"]
@@ -192,7 +192,7 @@ def test_module_table_flags_the_module_made_to_overflow(mod):
 def test_underflow_shares_match_a_direct_cast(mod):
     s = audit.load(f"{mod}:cold", f"{mod}:classes", "classification")
     x, y = s.split.x_train[:16], s.split.y_train[:16]
-    info, grads = measure.activation_gradients(s.make_model(), x, y, s.task, 0)
+    info, grads = measure.module_gradients(s.make_model(), x, y, s.task, 0)
     table = measure.underflow_table(grads, [4, 12])
     values = torch.cat(list(grads.values()))
     nonzero = values[values != 0]

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from precisionlab import bench, memory
+from precisionlab import bench, gradstats, memory
 from precisionlab.amp.emulation import get_matmul16, matmul16, set_matmul16
 from precisionlab.amp.policy import get_policy
 from precisionlab.amp.scaler import DynamicLossScaler
@@ -33,7 +33,7 @@ from precisionlab.amp.trainer import (
     make_optimizer,
 )
 from precisionlab.data import Split
-from precisionlab.formats import FORMATS
+from precisionlab.formats import FORMATS, classify
 from precisionlab.provenance import hardware_line, resolve_device
 from precisionlab.quant.affine import QuantSpec
 from precisionlab.quant.modules import QuantConfig
@@ -41,9 +41,9 @@ from precisionlab.quant.ptq import collect_inputs, quantize_ptq, ranges_for
 from precisionlab.study import stats
 from precisionlab.study.audit.spec import Subject, objective, parse_ptq, recipe
 
-__all__ = ["LOW_FORMATS", "Result", "activation_gradients", "cosine", "cosine_table", "eval_split",
-           "flushed_share", "fp16_forward_inf", "higher_is_better", "histogram_table",
-           "metric_of", "module_table", "overflows", "parity_table", "ptq_config", "ptq_table",
+__all__ = ["LOW_FORMATS", "Result", "module_gradients", "cosine", "cosine_table", "eval_split",
+           "fp16_forward_inf", "higher_is_better", "histogram_table",
+           "metric_of", "module_table", "parity_table", "ptq_config", "ptq_table",
            "resolution", "run", "speed_table", "train_runs", "underflow_table"]
 
 LOW_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the formats AMP trains in
@@ -266,9 +266,10 @@ def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(_name(n), m) for n, m in model.named_modules() if not any(m.children())]
 
 
-def activation_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
-                         seed: int) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
-    """One fp32 forward and backward of a batch with hooks on the leaf modules: per module (in
+def module_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, task: str,
+                     seed: int) -> tuple[pd.DataFrame, dict[str, torch.Tensor]]:
+    """One fp32 forward and backward of a batch with hooks on the leaf modules (not training:
+    `gradstats.activation_gradients` trains and samples): per module (in
     forward order) name, type, fwd_amax, grad_amax, forward and backward order; and the
     flat output gradients by module."""
     info: dict[str, dict] = {}
@@ -308,22 +309,6 @@ def activation_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, tas
     return pd.DataFrame(list(info.values())), flat
 
 
-def flushed_share(values: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> float:
-    """Share of the nonzero `values` that become 0 once multiplied by `scale` (in float64) and
-    cast to `dtype`; NaN if none is nonzero."""
-    nonzero = values[values != 0].double() * scale
-    if nonzero.numel() == 0:
-        return math.nan
-    return float((nonzero.to(dtype) == 0).sum()) / nonzero.numel()
-
-
-def overflows(values: torch.Tensor, dtype: torch.dtype, scale: float = 1.0) -> bool:
-    """Whether any finite value times `scale` becomes inf when cast to `dtype`."""
-    v = values.double() * scale
-    return bool((torch.isinf(v.to(dtype)) & torch.isfinite(values)).any())
-
-
-@torch.no_grad()
 def fp16_forward_inf(model: nn.Module, x: torch.Tensor) -> str | None:
     """The first leaf module whose output has an inf in a 16-true forward of `x` (a copy of
     `model` cast to fp16), or None."""
@@ -355,24 +340,21 @@ def module_table(info: pd.DataFrame, grads: dict[str, torch.Tensor]) -> pd.DataF
     t = info.copy()
     t["fwd_overflow_fp16"] = t["fwd_amax"] > FP16_MAX
     t["grad_overflow_fp16"] = t["grad_amax"] > FP16_MAX
-    for fmt, dtype in LOW_FORMATS.items():
-        t[f"grad_flushed_{fmt}"] = [flushed_share(grads[n], dtype) if n in grads else math.nan
-                                    for n in t["name"]]
+    for fmt in LOW_FORMATS:
+        t[f"grad_flushed_{fmt}"] = [classify(grads[n], fmt)["flushed"] if n in grads
+                                    else math.nan for n in t["name"]]
     t["bwd_order"] = t["bwd_order"].replace(math.inf, np.nan)
     return t
 
 
 def underflow_table(grads: dict[str, torch.Tensor], loss_scales: list[int]) -> pd.DataFrame:
     """Per format and log2 scale k (0 always included): the share of all nonzero activation
-    gradients that flush once multiplied by 2^k and cast, and whether any overflows."""
+    gradients that flush once multiplied by 2^k and rounded (`gradstats.underflow_table`, the
+    measurement chapters 01 and 03 use), and whether any overflows."""
     values = torch.cat(list(grads.values())) if grads else torch.zeros(0)
-    rows = []
-    for fmt, dtype in LOW_FORMATS.items():
-        for k in sorted({0, *loss_scales}):  # unscaled (2^0) always
-            rows.append({"format": fmt, "log2_scale": k,
-                         "flushed": flushed_share(values, dtype, 2.0**k),
-                         "overflowed": overflows(values, dtype, 2.0**k)})
-    return pd.DataFrame(rows, columns=["format", "log2_scale", "flushed", "overflowed"])
+    t = gradstats.underflow_table(values, list(LOW_FORMATS), sorted({0, *loss_scales}))
+    t["overflowed"] = t["overflow"] > 0  # NaN (no nonzero gradient) reads as no overflow
+    return t[["format", "log2_scale", "flushed", "overflowed"]]
 
 
 def histogram_table(grads: dict[str, torch.Tensor]) -> pd.DataFrame:
@@ -563,7 +545,7 @@ def _measure(result: Result, subject: Subject, params: dict, device: str,
     result.cosine = cosine_table(subject, params, device)
     split = subject.split.to(device)
     x, y = _first_batch(split, params["batch_size"], params["seeds"][0], device)
-    info, grads = activation_gradients(subject.make_model().to(device), x, y, task,
+    info, grads = module_gradients(subject.make_model().to(device), x, y, task,
                                        params["seeds"][0])
     result.modules = module_table(info, grads)
     result.fp16_forward_inf = fp16_forward_inf(subject.make_model().to(device), x)
