@@ -4,10 +4,14 @@ matplotlib.use("Agg")
 
 import math
 
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
+from matplotlib.colors import to_rgba  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
 
+from precisionlab.study import plotting  # noqa: E402
 from precisionlab.study.reports import inference as report  # noqa: E402
 
 
@@ -65,23 +69,77 @@ def test_speed_table_and_figure():
                                                   pytest.approx((0.45, 0.55))]
     labels = [t.get_text() for t in axes[0].get_yticklabels()]
     assert labels == ["32-true", "bf16-mixed"]
+    plt.close(fig)
 
 
 def test_speed_figure_draws_a_bar_without_an_interval_for_one_round():
     one = speed().assign(speedup_low=float("nan"), speedup_high=float("nan"), rounds=1)
     fig = report.plot_speed(one, "test machine")
     assert len(fig.axes) == 2
+    for ax in fig.axes[:2]:
+        assert [p.get_width() for p in ax.patches] == pytest.approx([1.0, 0.5])
+        (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        segments = np.array(bars.lines[2][0].get_segments(), dtype=float)
+        np.testing.assert_allclose(segments, [[[1.0, 0], [1.0, 0]], [[0.5, 1], [0.5, 1]]])
+    plt.close(fig)
+
+
+def test_speed_figure_draws_each_models_speedups_intervals_and_colours():
+    precisions = ["32-true", "bf16-mixed", "bf16-true", report.INT8]
+    speedup = {("smollm2", p): s for p, s in zip(precisions, (1.0, 1.7, 2.2, 0.6), strict=True)}
+    speedup |= {("minilm", p): s for p, s in zip(precisions, (1.0, 1.3, 1.9, 3.1), strict=True)}
+    t = pd.DataFrame([{"model": m, "precision": p, "speedup": s, "speedup_low": s - 0.1 * i,
+                       "speedup_high": s + 0.05 * i, "rounds": 5}
+                      for i, ((m, p), s) in enumerate(speedup.items())])
+    fig = report.plot_speed(t, "test machine")
+    colour = {"32-true": "#999999", "bf16-mixed": plotting.PALETTE[0],
+              "bf16-true": plotting.PALETTE[1], report.INT8: plotting.PALETTE[1]}
+    for ax, model in zip(fig.axes[:2], ("smollm2", "minilm"), strict=True):
+        part = t[t.model == model].reset_index(drop=True)
+        assert ax.get_title() == model
+        bars = ax.patches
+        assert len(bars) == len(part)
+        np.testing.assert_allclose([b.get_y() + b.get_height() / 2 for b in bars], part.index)
+        np.testing.assert_allclose([b.get_x() for b in bars], 0.0)
+        np.testing.assert_allclose([b.get_width() for b in bars], part.speedup)
+        assert [b.get_facecolor() for b in bars] == [to_rgba(colour[p]) for p in part.precision]
+        (err,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+        segments = np.array(err.lines[2][0].get_segments(), dtype=float)
+        np.testing.assert_allclose(segments[:, :, 0],
+                                   np.column_stack([part.speedup_low, part.speedup_high]))
+        np.testing.assert_allclose(segments[:, :, 1], np.repeat(part.index.to_numpy()[:, None],
+                                                                2, axis=1))
+        assert [x.get_text() for x in ax.get_yticklabels()] == precisions
+        (one,) = [h for h in ax.get_lines() if h.get_transform() is not ax.transData]
+        assert list(one.get_xdata()) == [1.0, 1.0]  # the 1x reference line
+    plt.close(fig)
 
 
 def test_outlier_figures_and_facts():
     layers = pd.DataFrame({"layer": [0, 1], "max_abs": [10.0, 30000.0], "channel": [3, 5],
                            "token": [0, 1], "median_channel_max": [1.0, 60.0],
                            "ratio": [10.0, 500.0], "sum_squares_fp32": [1.0, 1.0]})
-    fig = report.plot_outliers({"m": layers}, "test machine")
+    other = pd.DataFrame({"layer": [0, 1, 2], "max_abs": [5.0, 7.0, 90000.0],
+                          "ratio": [2.0, 3.0, 4000.0]})
+    fig = report.plot_outliers({"m": layers, "n": other}, "test machine")
     assert "max |x|" in fig.axes[0].get_ylabel() and "ratio" in fig.axes[1].get_ylabel()
-    channels = pd.DataFrame({"layer": [1, 1], "channel": [0, 1], "max_abs": [1.0, 5.0]})
+    for ax, value in zip(fig.axes[:2], ("max_abs", "ratio"), strict=True):
+        lines = {h.get_label(): h for h in ax.get_lines()}
+        for name, t in (("m", layers), ("n", other)):  # one line per model: value per block
+            np.testing.assert_allclose(np.asarray(lines[name].get_xdata(), dtype=float), t.layer)
+            np.testing.assert_allclose(np.asarray(lines[name].get_ydata(), dtype=float), t[value])
+    fp16 = [h for h in fig.axes[0].get_lines() if h.get_label() == "fp16 max (65504)"]
+    assert len(fp16) == 1 and list(fp16[0].get_ydata()) == [65504.0, 65504.0]
+    plt.close(fig)
+    channels = pd.DataFrame({"layer": [0, 0, 1, 1, 1], "channel": [0, 1, 0, 1, 2],
+                             "max_abs": [9.0, 8.0, 1.0, 5.0, 300.0]})
     fig = report.plot_channels(channels, 1, "m", "test machine")
     assert "channel" in fig.axes[0].get_xlabel()
+    bars = fig.axes[0].patches  # the chosen layer only: one bar per channel, height max |x|
+    np.testing.assert_allclose([b.get_x() + b.get_width() / 2 for b in bars], [0, 1, 2])
+    np.testing.assert_allclose([b.get_width() for b in bars], 1.0)
+    np.testing.assert_allclose([b.get_height() for b in bars], [1.0, 5.0, 300.0])
+    plt.close(fig)
     f = report.outlier_facts(layers, "x")
     assert f["x_max"] == "30,000" and f["x_layer"] == "1" and f["x_ratio"] == "500"
 

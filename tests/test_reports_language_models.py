@@ -14,7 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from conftest import glue_names
-from matplotlib.collections import PolyCollection  # noqa: E402
+from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
 
 from precisionlab.study.experiments import language_models as lm  # noqa: E402
 from precisionlab.study.reports import language_models as report  # noqa: E402
@@ -155,3 +156,76 @@ def test_every_name_the_chapters_prose_cites_is_glued():
     runs, _, ratios = every_recipe()
     glued |= set(report.facts(runs, ratios))
     assert cited and sorted(cited - glued) == []
+
+
+# -- the data drawn --------------------------------------------------------------------------------
+
+T975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student's t, 97.5 %, by degrees of freedom
+
+
+def mean_interval(values) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of a few values, by hand."""
+    x = np.asarray(values, dtype=float)
+    half = T975[len(x) - 1] * x.std(ddof=1) / np.sqrt(len(x))
+    return x.mean(), x.mean() - half, x.mean() + half
+
+
+def band_of(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, low, high) of a fill_between band, from its polygon's vertices."""
+    v = np.concatenate([p.vertices for p in collection.get_paths()])
+    xs = np.unique(v[:, 0])
+    return (xs, np.array([v[v[:, 0] == x, 1].min() for x in xs]),
+            np.array([v[v[:, 0] == x, 1].max() for x in xs]))
+
+
+LOSS = {  # (precision, step) -> val_loss of seeds 0, 1, 2
+    ("32-true", 10): [3.0, 3.2, 3.7], ("32-true", 20): [2.5, 2.6, 2.4],
+    ("bf16-mixed", 10): [3.1, 3.3, 3.2], ("bf16-mixed", 20): [2.55, 2.7, math.nan],
+}
+
+
+def test_curves_draw_the_mean_over_finite_seeds_and_its_interval_band():
+    curves = pd.DataFrame([{"seed": s, "precision": p, "step": step, "val_loss": v[s]}
+                           for (p, step), v in LOSS.items() for s in range(3)])
+    runs = curves[curves.step == 20].drop(columns="step")
+    fig = report.plot_curves(curves, runs, "test machine")
+    ax = fig.axes[0]
+    lines = {line.get_label().split(" (")[0]: line for line in ax.get_lines()}
+    bands = [c for c in ax.collections if isinstance(c, PolyCollection)]
+    assert len(bands) == 2
+    for p, band in zip(("32-true", "bf16-mixed"), bands, strict=True):
+        finite = [[x for x in LOSS[p, step] if math.isfinite(x)] for step in (10, 20)]
+        want = np.array([mean_interval(v) for v in finite])  # bf16-mixed: 2 seeds at step 20
+        np.testing.assert_allclose(lines[p].get_xdata(), [10, 20])
+        np.testing.assert_allclose(lines[p].get_ydata(), want[:, 0])
+        x, low, high = band_of(band)
+        np.testing.assert_allclose(x, [10, 20])
+        np.testing.assert_allclose(low, want[:, 1])
+        np.testing.assert_allclose(high, want[:, 2])
+        assert matplotlib.colors.same_color(band.get_facecolor()[0][:3],
+                                            lines[p].get_color())
+    plt.close(fig)
+
+
+def test_ratio_figure_draws_each_seed_and_the_geometric_mean_with_its_interval():
+    r = {"bf16-mixed": [1.1, 0.9, 1.3], "16-true": [4.0, 5.0, 3.0]}
+    ratios = pd.DataFrame([{"seed": s, "precision": p, "ratio": 1.0 if p == "32-true"
+                            else r[p][s]} for p in ("32-true", "bf16-mixed", "16-true")
+                           for s in range(3)])
+    fig = report.plot_ratios(ratios, "test machine")
+    ax = fig.axes[0]
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(dots) == 2  # 32-true, the reference, draws no dots
+    bars = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    for i, (p, d, bar) in enumerate(zip(("bf16-mixed", "16-true"), dots, bars, strict=True)):
+        np.testing.assert_allclose(d.get_offsets(),
+                                   np.column_stack([[i - 0.1, i, i + 0.1], r[p]]))
+        mean, low, high = (math.exp(v) for v in mean_interval(np.log(r[p])))
+        np.testing.assert_allclose(mean, np.prod(r[p]) ** (1 / 3))  # the geometric mean
+        np.testing.assert_allclose(np.asarray(bar.lines[0].get_xydata(), dtype=float),
+                                   [[i, mean]])
+        (segment,) = bar.lines[2][0].get_segments()
+        np.testing.assert_allclose(segment, [[i, low], [i, high]])
+    (one,) = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    np.testing.assert_allclose(np.asarray(one.get_ydata(), dtype=float), 1.0)  # 32-true's
+    plt.close(fig)

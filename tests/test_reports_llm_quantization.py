@@ -4,8 +4,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 
+import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from scipy import stats as sps  # noqa: E402
 
 from precisionlab.study.reports import llm_quantization as report  # noqa: E402
 from precisionlab.study.rules import llm_quantization as rules  # noqa: E402
@@ -41,9 +43,46 @@ def test_plot_quality_labels_axes_with_units():
     assert "%" in ax1.get_xlabel() and "nats/token" in ax2.get_xlabel()
     assert [t.get_text() for t in ax1.get_yticklabels()][0] == "W8 per-channel"
     assert any("test machine" in t.get_text() for t in fig.texts)
+    plt.close(fig)
     zero = table().assign(kl=lambda t: t["kl"].where(t["config"] != "W4 Q4_1-grid g32", 0.0))
-    ax = report.plot_quality(zero, "m").axes[1]
-    assert any("KL = 0" in t.get_text() for t in ax.texts)
+    fig = report.plot_quality(zero, "m")
+    ax = fig.axes[1]
+    (note,) = [t for t in ax.texts if "KL = 0" in t.get_text()]
+    assert note.xy[1] == 2  # on the row of the configuration whose KL is 0
+    plt.close(fig)
+
+
+def _t95(values) -> tuple[float, float, float]:
+    """Mean and 95 % Student-t interval, computed here (not by the module)."""
+    x = np.asarray(values, dtype=float)
+    half = sps.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return x.mean(), x.mean() - half, x.mean() + half
+
+
+def test_plot_quality_draws_means_and_intervals_over_windows():
+    # a fifth configuration whose KL interval reaches below 0: its bar stops above 0 (log axis)
+    wide = pd.DataFrame({"config": "W8A8 per-token", "window": [0, 1, 2],
+                         "kl": [0.001, 0.002, 0.05], "ppl_ratio": [1.01, 0.99, 1.2],
+                         "delta_p": 0.0, "weight_change": np.nan})
+    t = pd.concat([table(), wide], ignore_index=True)
+    fig = report.plot_quality(t, "m")
+    configs = list(dict.fromkeys(t.config))
+    for ax, value in ((fig.axes[0], "ppl_change"), (fig.axes[1], "kl")):
+        (bars,) = ax.containers
+        line, _, (horizontal, *_) = bars.lines
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        seg = np.array(horizontal.get_segments(), dtype=float)
+        np.testing.assert_allclose(y, np.arange(len(configs)))  # one row per configuration
+        for i, c in enumerate(configs):
+            part = t[t.config == c]
+            v = 100 * (part.ppl_ratio - 1) if value == "ppl_change" else part.kl
+            mean, low, high = _t95(v)
+            if value == "kl":
+                low = max(low, 0.001 * mean)  # kept positive on the log axis
+            np.testing.assert_allclose(x[i], mean)
+            np.testing.assert_allclose(seg[i], [[low, i], [high, i]], rtol=1e-9, atol=1e-15)
+    assert 0.001 * t[t.config == "W8A8 per-token"].kl.mean() > _t95([0.001, 0.002, 0.05])[1]
+    plt.close(fig)
 
 
 def test_facts_and_inventory_table():

@@ -12,9 +12,11 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from conftest import glue_names
+from matplotlib.collections import PolyCollection  # noqa: E402
 
 from precisionlab.study.experiments import low_precision as lp  # noqa: E402
 from precisionlab.study.reports import low_precision as report  # noqa: E402
@@ -168,3 +170,111 @@ def test_every_name_the_chapters_prose_cites_is_glued():
     trace = lp.range_change(steps=40, jump_at=4, drop_at=12)
     glued |= set(report.facts(runs) | report.cost_facts(ratios) | report.range_facts(trace))
     assert cited and sorted(cited - glued) == []
+
+
+# -- the data drawn --------------------------------------------------------------------------------
+
+T975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student's t, 97.5 %, by degrees of freedom
+
+
+def mean_interval(values) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of a few values, by hand."""
+    x = np.asarray(values, dtype=float)
+    half = T975[len(x) - 1] * x.std(ddof=1) / np.sqrt(len(x))
+    return x.mean(), x.mean() - half, x.mean() + half
+
+
+def band_of(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, low, high) of a fill_between band, from its polygon's vertices."""
+    v = np.concatenate([p.vertices for p in collection.get_paths()])
+    xs = np.unique(v[:, 0])
+    return (xs, np.array([v[v[:, 0] == x, 1].min() for x in xs]),
+            np.array([v[v[:, 0] == x, 1].max() for x in xs]))
+
+
+def xy(line) -> np.ndarray:
+    return np.asarray(line.get_xydata(), dtype=float)
+
+
+BASE = {10: [3.0, 3.4, 3.1], 20: [2.5, 2.8, 2.6]}  # bf16-mixed's loss per step, seeds 0, 1, 2
+DIFF = {"fp8-current": {10: [0.01, 0.03, 0.02], 20: [0.0, -0.01, 0.004]},
+        "bf16-true": {10: [0.1, 0.2, 0.12], 20: [0.05, 0.08, 0.02]}}
+
+
+def test_curve_figure_draws_means_left_and_paired_differences_right():
+    rows = [{"seed": s, "recipe": "bf16-mixed", "step": k, "val_loss": v[s]}
+            for k, v in BASE.items() for s in range(3)]
+    rows += [{"seed": s, "recipe": r, "step": k, "val_loss": BASE[k][s] + d[k][s]}
+             for r, d in DIFF.items() for k in BASE for s in range(3)]
+    rows += [{"seed": s, "recipe": "16-true", "step": k, "val_loss": math.nan}
+             for k in BASE for s in range(3)]
+    curves = pd.DataFrame(rows)
+    runs = curves[curves.step == 20].drop(columns="step")
+    fig = report.plot_curves(curves, runs, "test machine")
+    ax, bx = fig.axes[:2]
+    left = {line.get_label(): line for line in ax.get_lines()}
+    np.testing.assert_allclose(xy(left["bf16-mixed"]),
+                               [[k, np.mean(v)] for k, v in BASE.items()])
+    for r, d in DIFF.items():
+        np.testing.assert_allclose(xy(left[r]),
+                                   [[k, np.mean(np.add(BASE[k], d[k]))] for k in BASE])
+    assert xy(left["16-true (diverged at step 10)"]).size == 0
+    right = {line.get_label(): line for line in bx.get_lines() if line.get_label() in DIFF}
+    bands = [c for c in bx.collections if isinstance(c, PolyCollection)]
+    assert list(right) == list(DIFF) and len(bands) == 2
+    for (r, d), band in zip(DIFF.items(), bands, strict=True):
+        want = np.array([mean_interval(d[k]) for k in BASE])  # paired by seed, per step
+        np.testing.assert_allclose(xy(right[r]), np.column_stack([list(BASE), want[:, 0]]),
+                                   atol=1e-12)
+        x, low, high = band_of(band)
+        np.testing.assert_allclose(x, list(BASE))
+        np.testing.assert_allclose(low, want[:, 1], atol=1e-12)
+        np.testing.assert_allclose(high, want[:, 2], atol=1e-12)
+    (span,) = [p for p in bx.patches if p.get_label().startswith("margin")]
+    np.testing.assert_allclose([span.get_y(), span.get_y() + span.get_height()],
+                               [-0.05, 0.05])  # chapter 12's margin, 0.05 nats
+    plt.close(fig)
+
+
+def test_fp8_figure_draws_percent_underflow_and_saturation_per_step_mean_over_seeds():
+    def under(r, t, k, s):
+        kind = 1 + report.TENSORS.index(t)
+        return 0.001 * (k + 1) * (1 + s) * (2 if r == "mxfp4" else 1) * kind
+
+    def sat(r, t, k, s):
+        return 0.0005 * k * s + (0.01 if r == "mxfp4" else 0.0)
+
+    fp8 = pd.DataFrame([{"seed": s, "recipe": r, "step": k, "tensor": t,
+                         "underflow": under(r, t, k, s), "saturated": sat(r, t, k, s)}
+                        for r in ("fp8-current", "mxfp4") for s in range(2)
+                        for k in (1, 2, 4) for t in report.TENSORS])
+    fig = report.plot_fp8_stats(fp8, "test machine")
+    for i, f in enumerate((under, sat)):
+        for j, t in enumerate(report.TENSORS):
+            lines = fig.axes[3 * i + j].get_lines()
+            assert len(lines) == 2
+            for line, r in zip(lines, ("fp8-current", "mxfp4"), strict=True):
+                want = [[k, 100 * np.mean([f(r, t, k, s) for s in range(2)])] for k in (1, 2, 4)]
+                np.testing.assert_allclose(xy(line), want)
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["fp8-current",
+                                                                            "mxfp4"]
+    plt.close(fig)
+
+
+def test_range_change_figure_draws_each_case_and_shades_the_larger_range():
+    steps = np.arange(10)
+    scale = np.where((steps >= 3) & (steps <= 6), report.JUMP, 1.0)
+    frac = {"current": (steps * 0.0, 0.01 * steps),
+            "delayed": (0.02 * (scale > 1), 0.001 * steps ** 2)}
+    trace = pd.DataFrame([{"case": c, "step": k, "input_scale": scale[k], "saturated": sat[k],
+                           "underflow": und[k], "scale": 1.0}
+                          for c, (sat, und) in frac.items() for k in steps])
+    fig = report.plot_range_change(trace, "test machine")
+    for ax, col in zip(fig.axes[:2], (0, 1), strict=True):
+        (span,) = ax.patches
+        np.testing.assert_allclose([span.get_x(), span.get_x() + span.get_width()], [2.5, 6.5])
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        for c, fractions in frac.items():
+            np.testing.assert_allclose(xy(lines[c]), np.column_stack([steps,
+                                                                      100 * fractions[col]]))
+    plt.close(fig)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import matplotlib
 
-from precisionlab.study.reports import scaling as report
-
 matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
+
+from precisionlab.study.reports import scaling as report  # noqa: E402
 
 
 def test_tables_facts_and_figures_read_the_measurements(scaling_measured, tmp_path):
@@ -57,3 +63,127 @@ def test_figures_have_labelled_axes_and_the_hardware(scaling_measured):
         assert any(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
         assert any("test CPU" in t.get_text() for t in fig.texts)
         matplotlib.pyplot.close(fig)
+
+
+# -- the data drawn, from small synthetic tables ---------------------------------------------------
+
+T975_2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of freedom (3 seeds)
+
+
+def mean_interval(values) -> tuple[float, float, float]:
+    """Mean and 95 % t-interval of three values, by hand."""
+    x = np.asarray(values, dtype=float)
+    half = T975_2 * x.std(ddof=1) / np.sqrt(len(x))
+    return x.mean(), x.mean() - half, x.mean() + half
+
+
+def band_of(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(x, low, high) of a fill_between band, from its polygon's vertices."""
+    v = np.concatenate([p.vertices for p in collection.get_paths()])
+    xs = np.unique(v[:, 0])
+    return (xs, np.array([v[v[:, 0] == x, 1].min() for x in xs]),
+            np.array([v[v[:, 0] == x, 1].max() for x in xs]))
+
+
+def xy(line) -> np.ndarray:
+    return np.asarray(line.get_xydata(), dtype=float)
+
+
+# (config, precision, x on the figure, skipped steps) and the final train loss of seeds 0, 1, 2;
+# the test loss is the train loss + 0.1 * (seed + 1)
+FINAL = [(("32-true", "32-true", None, 0), [1.0, 1.2, 1.1]),
+         (("bf16-mixed", "bf16-mixed", None, 0), [1.05, 1.3, 1.15]),
+         (("16-mixed, no scaling", "16-mixed", 0.0, 0), [1.4, 1.5, 1.9]),
+         (("16-mixed, 2^8", "16-mixed", 8.0, 0), [1.01, 1.21, 1.12]),
+         (("16-mixed, 2^16", "16-mixed", 16.0, 3), [2.0, 2.5, 2.2]),
+         (("16-mixed, dynamic", "16-mixed", 21.0, 1), [1.02, 1.19, 1.1]),  # right of 2^16: +5
+         (("16-true", "16-true", None, 0), [3.0, 3.0, 3.0])]
+
+
+def test_final_loss_figure_draws_seeds_means_intervals_and_reference_bands():
+    runs = pd.DataFrame([{"task": "mlp", "seed": s, "config": config, "precision": p,
+                          "train_loss": v[s], "test_loss": v[s] + 0.1 * (s + 1),
+                          "skipped_steps": skipped}
+                         for (config, p, _, skipped), v in FINAL for s in range(3)])
+    fig = report.plot_final_loss(runs, [8, 16], "test CPU")
+    assert len(fig.axes) == 2  # train loss, test loss
+    for c, ax in enumerate(fig.axes):
+        def values(v, test=c == 1):
+            return [x + (0.1 * (s + 1) if test else 0.0) for s, x in enumerate(v)]
+
+        refs = {config: mean_interval(values(v)) for (config, p, x, _), v in FINAL
+                if x is None and config != "16-true"}  # 32-true, bf16-mixed
+        assert len(ax.patches) == 2
+        for span, (_, low, high) in zip(ax.patches, refs.values(), strict=True):
+            np.testing.assert_allclose([span.get_y(), span.get_y() + span.get_height()],
+                                       [low, high])
+        means = {line.get_label().split(":")[0]: line for line in ax.get_lines()
+                 if "interval band" in line.get_label()}
+        for config, (mean, _, _) in refs.items():
+            np.testing.assert_allclose(np.asarray(means[config].get_ydata(), dtype=float), mean)
+        scaled = [(x, skipped, values(v)) for (_, p, x, skipped), v in FINAL if p == "16-mixed"]
+        dots = [k for k in ax.collections if isinstance(k, PathCollection)]
+        bars = [k for k in ax.containers if isinstance(k, ErrorbarContainer)]
+        assert len(dots) == len(bars) == len(scaled)
+        for (x, skipped, v), dot, bar in zip(scaled, dots, bars, strict=True):
+            np.testing.assert_allclose(dot.get_offsets(), np.column_stack([[x] * 3, v]))
+            mean, low, high = mean_interval(v)
+            np.testing.assert_allclose(xy(bar.lines[0]), [[x, mean]])
+            (segment,) = bar.lines[2][0].get_segments()
+            np.testing.assert_allclose(segment, [[x, low], [x, high]])
+            assert bar.lines[0].get_marker() == ("X" if skipped else "o")  # overflowed: a cross
+    plt.close(fig)
+
+
+def test_underflow_figure_draws_the_mean_and_min_max_per_scale_and_overflow_crosses():
+    def act(k, step, s):
+        return 0.5 / (1 + k) * (1 + 0.1 * s) * step
+
+    rows = [{"task": "transformer", "step": step, "seed": s, "log2_scale": k,
+             "act_flushed": act(k, step, s), "weight_flushed": 0.01 * s,
+             "act_flushed_mass": 0.001 * (k + s), "grad_rel_error": 0.1 / (1 + k + s),
+             "overflow": k == 16 and (step == 2 or s == 1), "loss": 2.0 / step}
+            for step in (1, 2) for s in range(3) for k in (0, 8, 16)]
+    under = pd.DataFrame(rows)
+    fig = report.plot_underflow(under, [8, 16], "test CPU")
+    assert len(fig.axes) == 4
+    quantities = [(lambda k, step, s: act(k, step, s), 100),
+                  (lambda k, step, s: 0.01 * s, 100),
+                  (lambda k, step, s: 0.001 * (k + s), 100),
+                  (lambda k, step, s: 0.1 / (1 + k + s), 1)]
+    for ax, (f, factor) in zip(fig.axes, quantities, strict=True):
+        lines = ax.get_lines()
+        bands = [k for k in ax.collections if isinstance(k, PolyCollection)]
+        crosses = [k for k in ax.collections if isinstance(k, PathCollection)]
+        assert len(lines) == len(bands) == len(crosses) == 2
+        for step, line, band, cross in zip((1, 2), lines, bands, crosses, strict=True):
+            ok = [0, 8]  # 2^16 overflowed in at least one seed at both checkpoints
+            seeds = np.array([[f(k, step, s) for s in range(3)] for k in ok])
+            np.testing.assert_allclose(xy(line), np.column_stack([ok, factor * seeds.mean(1)]))
+            x, low, high = band_of(band)
+            np.testing.assert_allclose(x, ok)
+            np.testing.assert_allclose(low, factor * seeds.min(1))
+            np.testing.assert_allclose(high, factor * seeds.max(1))
+            np.testing.assert_allclose(cross.get_offsets(), [[16, 0.97]])
+    plt.close(fig)
+
+
+def test_dynamic_figure_steps_through_log2_of_the_scale_and_marks_skipped_steps():
+    scales = {0: [2.0**15, 2.0**16, 2.0**15, 2.0**15, 2.0**16],
+              1: [2.0**16, 2.0**16, 2.0**17, 2.0**16, 2.0**16]}
+    skipped = {0: [False, True, False, False, True], 1: [False, False, True, False, False]}
+    traces = pd.DataFrame([{"task": "mlp", "seed": seed, "step": k, "loss_scale": v[k],
+                            "skipped": skipped[seed][k]}
+                           for seed, v in scales.items() for k in range(5)])
+    fig = report.plot_dynamic(traces, "test CPU")
+    ax = fig.axes[0]
+    lines = [line for line in ax.get_lines() if line.get_label().startswith("seed")]
+    crosses = [k for k in ax.collections if isinstance(k, PathCollection)]
+    for i, (line, cross) in enumerate(zip(lines, crosses, strict=True)):
+        y = np.log2(scales[i]) + 0.06 * i  # seed i lifted by 0.06 so seeds do not hide
+        assert line.get_drawstyle() == "steps-post"
+        np.testing.assert_allclose(xy(line), np.column_stack([range(5), y]))
+        hit = np.flatnonzero(skipped[i])
+        np.testing.assert_allclose(cross.get_offsets(), np.column_stack([hit, y[hit]]))
+        assert cross.get_label() == f"seed {i}: {len(hit)} skipped"
+    plt.close(fig)

@@ -1,9 +1,11 @@
-"""Chapter 07's report: figures from small synthetic tables have labelled axes and the hardware."""
+"""Chapter 07's report: figures from small synthetic tables draw the tables' numbers, with
+labelled axes and the hardware."""
 
 from __future__ import annotations
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from precisionlab.study.reports import size as report
@@ -28,14 +30,51 @@ def test_stored_figure_and_table():
     fig = report.plot_stored(summary, acc, [8], "test CPU")
     assert any(s.startswith("int8 (1") and "NaN runs" in s
                for s in fig.axes[0].get_legend_handles_labels()[1])
+    # one point per format: x the file size in kB, y the mean accuracy in %, bars low to high
+    bars = fig.axes[0].containers
+    assert len(bars) == len(fmts)
+    for c, name in zip(bars, fmts, strict=True):
+        line, _, (vertical, *_) = c.lines
+        np.testing.assert_allclose(np.asarray(line.get_data(), dtype=float).ravel(),
+                                   [summary.file_bytes[name] / 1000, 100 * acc["mean"][name]])
+        np.testing.assert_allclose(np.array(vertical.get_segments()[0], dtype=float),
+                                   [[summary.file_bytes[name] / 1000, 100 * acc.low[name]],
+                                    [summary.file_bytes[name] / 1000, 100 * acc.high[name]]])
+    _labelled_and_signed(fig)
+
+
+def test_stored_figure_draws_no_interval_where_it_is_unknown():
+    fmts = ["fp32", "int4"]
+    summary = pd.DataFrame({"file_bytes": [600.0, 4000.0]}, index=fmts[::-1])  # read by name
+    acc = pd.DataFrame({"mean": [0.9, 0.5], "low": [0.88, np.nan], "high": [0.92, np.nan],
+                        "nan_runs": [0, 0]}, index=fmts)
+    fig = report.plot_stored(summary, acc, [8], "test CPU")
+    line, _, (vertical, *_) = fig.axes[0].containers[1].lines
+    np.testing.assert_allclose(np.asarray(line.get_data(), dtype=float).ravel(), [0.6, 50.0])
+    np.testing.assert_allclose(np.array(vertical.get_segments()[0], dtype=float),
+                               [[0.6, 50.0], [0.6, 50.0]])  # a zero-length bar, not a NaN
     _labelled_and_signed(fig)
 
 
 def test_latency_figure():
-    latency = pd.DataFrame([{"batch": b, "width": w, "candidate": c, "speedup_vs_fp32": s}
-                            for b in (1, 64) for w in (64, 128)
-                            for c, s in (("fp32", 1.0), ("bf16", 0.8))])
-    _labelled_and_signed(report.plot_latency(latency, [64, 128], [1, 64], "test CPU"))
+    def speedup(c: str, b: int, w: int) -> float:
+        return 1.0 if c == "fp32" else 0.5 + b / 100 + w / 1000
+
+    latency = pd.DataFrame([{"batch": b, "width": w, "candidate": c,
+                             "speedup_vs_fp32": speedup(c, b, w)}
+                            for b in (1, 64) for w in (64, 128, 256) for c in ("fp32", "bf16")])
+    fig = report.plot_latency(latency, [64, 128, 256], [1, 64], "test CPU")
+    for ax, b in zip(fig.axes[:2], (1, 64), strict=True):
+        assert ax.get_title() == f"batch {b}"
+        lines = {h.get_label(): h for h in ax.get_lines()}
+        for c in ("fp32", "bf16"):  # one line per candidate: speed-up against width
+            np.testing.assert_allclose(np.asarray(lines[c].get_xdata(), dtype=float),
+                                       [64, 128, 256])
+            np.testing.assert_allclose(np.asarray(lines[c].get_ydata(), dtype=float),
+                                       [speedup(c, b, w) for w in (64, 128, 256)])
+        (guide,) = [h for h in ax.get_lines() if h.get_label().startswith("_")]
+        np.testing.assert_allclose(guide.get_ydata(), [2, 2])  # the 2x guide
+    _labelled_and_signed(fig)
 
 
 def test_counts_table_and_texts():
