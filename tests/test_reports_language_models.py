@@ -16,6 +16,7 @@ import pandas as pd  # noqa: E402
 from conftest import glue_names
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
+from plotdata import band_of, mean_interval
 
 from precisionlab.study.experiments import language_models as lm  # noqa: E402
 from precisionlab.study.reports import language_models as report  # noqa: E402
@@ -159,24 +160,6 @@ def test_every_name_the_chapters_prose_cites_is_glued():
 
 
 # -- the data drawn --------------------------------------------------------------------------------
-
-T975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student's t, 97.5 %, by degrees of freedom
-
-
-def mean_interval(values) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of a few values, by hand."""
-    x = np.asarray(values, dtype=float)
-    half = T975[len(x) - 1] * x.std(ddof=1) / np.sqrt(len(x))
-    return x.mean(), x.mean() - half, x.mean() + half
-
-
-def band_of(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, low, high) of a fill_between band, from its polygon's vertices."""
-    v = np.concatenate([p.vertices for p in collection.get_paths()])
-    xs = np.unique(v[:, 0])
-    return (xs, np.array([v[v[:, 0] == x, 1].min() for x in xs]),
-            np.array([v[v[:, 0] == x, 1].max() for x in xs]))
-
 
 LOSS = {  # (precision, step) -> val_loss of seeds 0, 1, 2
     ("32-true", 10): [3.0, 3.2, 3.7], ("32-true", 20): [2.5, 2.6, 2.4],

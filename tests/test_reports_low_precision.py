@@ -17,6 +17,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from conftest import glue_names
 from matplotlib.collections import PolyCollection  # noqa: E402
+from plotdata import band_of, mean_interval, xy
 
 from precisionlab.study.experiments import low_precision as lp  # noqa: E402
 from precisionlab.study.reports import low_precision as report  # noqa: E402
@@ -173,28 +174,6 @@ def test_every_name_the_chapters_prose_cites_is_glued():
 
 
 # -- the data drawn --------------------------------------------------------------------------------
-
-T975 = {1: 12.706204736174698, 2: 4.302652729911275}  # Student's t, 97.5 %, by degrees of freedom
-
-
-def mean_interval(values) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of a few values, by hand."""
-    x = np.asarray(values, dtype=float)
-    half = T975[len(x) - 1] * x.std(ddof=1) / np.sqrt(len(x))
-    return x.mean(), x.mean() - half, x.mean() + half
-
-
-def band_of(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, low, high) of a fill_between band, from its polygon's vertices."""
-    v = np.concatenate([p.vertices for p in collection.get_paths()])
-    xs = np.unique(v[:, 0])
-    return (xs, np.array([v[v[:, 0] == x, 1].min() for x in xs]),
-            np.array([v[v[:, 0] == x, 1].max() for x in xs]))
-
-
-def xy(line) -> np.ndarray:
-    return np.asarray(line.get_xydata(), dtype=float)
-
 
 BASE = {10: [3.0, 3.4, 3.1], 20: [2.5, 2.8, 2.6]}  # bf16-mixed's loss per step, seeds 0, 1, 2
 DIFF = {"fp8-current": {10: [0.01, 0.03, 0.02], 20: [0.0, -0.01, 0.004]},

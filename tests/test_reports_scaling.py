@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import PathCollection, PolyCollection  # noqa: E402
 from matplotlib.container import ErrorbarContainer  # noqa: E402
+from plotdata import band_of, mean_interval, xy
 
 from precisionlab.study.reports import scaling as report  # noqa: E402
 
@@ -66,28 +67,6 @@ def test_figures_have_labelled_axes_and_the_hardware(scaling_measured):
 
 
 # -- the data drawn, from small synthetic tables ---------------------------------------------------
-
-T975_2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of freedom (3 seeds)
-
-
-def mean_interval(values) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of three values, by hand."""
-    x = np.asarray(values, dtype=float)
-    half = T975_2 * x.std(ddof=1) / np.sqrt(len(x))
-    return x.mean(), x.mean() - half, x.mean() + half
-
-
-def band_of(collection) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x, low, high) of a fill_between band, from its polygon's vertices."""
-    v = np.concatenate([p.vertices for p in collection.get_paths()])
-    xs = np.unique(v[:, 0])
-    return (xs, np.array([v[v[:, 0] == x, 1].min() for x in xs]),
-            np.array([v[v[:, 0] == x, 1].max() for x in xs]))
-
-
-def xy(line) -> np.ndarray:
-    return np.asarray(line.get_xydata(), dtype=float)
-
 
 # (config, precision, x on the figure, skipped steps) and the final train loss of seeds 0, 1, 2;
 # the test loss is the train loss + 0.1 * (seed + 1)

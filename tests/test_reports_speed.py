@@ -11,6 +11,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.container import BarContainer, ErrorbarContainer  # noqa: E402
+from plotdata import xy
 
 from precisionlab.study.reports import speed as report  # noqa: E402
 
@@ -102,10 +103,6 @@ def test_matmul_peaks_and_the_checked_memory_lines():
 # -- the data drawn, from small synthetic tables ---------------------------------------------------
 
 MiB = 2**20
-
-
-def xy(line) -> np.ndarray:
-    return np.asarray(line.get_xydata(), dtype=float)
 
 
 def errorbars(ax) -> list[ErrorbarContainer]:

@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.container import BarContainer  # noqa: E402
+from plotdata import mean_interval
 
 from precisionlab.study.reports import transformers as P  # noqa: E402
 
@@ -62,16 +63,6 @@ def test_perturbation_rows_are_the_changed_positions():
 
 
 # -- the data drawn --------------------------------------------------------------------------------
-
-T975_2 = 4.302652729911275  # Student's t, 97.5 % quantile, 2 degrees of freedom (3 seeds)
-
-
-def mean_interval(values: list[float]) -> tuple[float, float, float]:
-    """Mean and 95 % t-interval of three values, by hand."""
-    x = np.asarray(values, dtype=float)
-    half = T975_2 * x.std(ddof=1) / np.sqrt(len(x))
-    return x.mean(), x.mean() - half, x.mean() + half
-
 
 def test_perturbation_figure_draws_the_log_mean_delta_over_seeds():
     # delta(model, seed, j, p) = (seed + 1) * 10^-(j + p), exactly 0 before j in gpt2
