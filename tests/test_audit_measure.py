@@ -229,7 +229,8 @@ def test_speed_and_memory_tables(audited):
     # every ratio has the 95 % interval of its per-round ratios (32-true's is exactly 1)
     for name in ("train_step_ratio", "inference_ratio"):
         assert speed.loc["32-true", f"{name}_low"] == speed.loc["32-true", f"{name}_high"] == 1
-        assert (speed[f"{name}_low"] <= speed[f"{name}_high"]).all()
+        assert (speed[f"{name}_low"] <= speed[name]).all()
+        assert (speed[name] <= speed[f"{name}_high"]).all()  # the bar sits inside its error bar
     mem = result.memory.set_index("precision")
     n = sum(p.numel() for p in nn.Sequential(nn.Linear(8, 16), nn.Linear(16, 3)).parameters())
     assert mem.loc["32-true", "weights_bytes"] == 4 * n
@@ -332,3 +333,17 @@ def test_cosine_by_parameter_equals_the_flat_cosine_and_refuses_non_finite():
     assert cosine(a, a) == pytest.approx(1.0, abs=1e-12)
     assert math.isnan(cosine([a[0], torch.full((5,), math.inf)], b))
     assert math.isnan(cosine([torch.zeros(3, 4), torch.zeros(5)], b))
+
+
+def test_round_ratio_is_the_geometric_mean_of_paired_rounds_and_inside_its_interval():
+    from scipy import stats as sps
+
+    ref = pd.Series([1.0] * 11)
+    sec = pd.Series([1.0] * 5 + [1.3] * 6)  # median ratio 1.3, above the interval's top
+    mean, low, high = measure.round_ratio(sec, ref)
+    logs = np.log(sec / ref)
+    half = sps.t.ppf(0.975, 10) * logs.std(ddof=1) / np.sqrt(11)
+    np.testing.assert_allclose([mean, low, high], np.exp([logs.mean(), logs.mean() - half,
+                                                          logs.mean() + half]))
+    assert low <= mean <= high and (sec / ref).median() > high
+

@@ -44,7 +44,7 @@ from precisionlab.study.audit.spec import Subject, objective, parse_ptq, recipe
 __all__ = ["LOW_FORMATS", "Result", "module_gradients", "cosine", "cosine_table", "eval_split",
            "fp16_forward_inf", "higher_is_better", "histogram_table",
            "metric_of", "module_table", "parity_table", "ptq_config", "ptq_table",
-           "resolution", "run", "speed_table", "train_runs", "underflow_table"]
+           "resolution", "round_ratio", "run", "speed_table", "train_runs", "underflow_table"]
 
 LOW_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the formats AMP trains in
 FP16_MAX = FORMATS["fp16"].max_finite  # 65504
@@ -457,11 +457,19 @@ def _step_fns(subject: Subject, params: dict, label: str, x: torch.Tensor,
     return train_step, infer, model, opt
 
 
+def round_ratio(seconds: pd.Series, reference: pd.Series) -> tuple[float, float, float]:
+    """Time over the reference's, paired by round: the geometric mean of the per-round ratios
+    and its 95 % interval (a ratio of medians can fall outside that interval)."""
+    iv = stats.interval(np.log(seconds.to_numpy(float) / reference.to_numpy(float)))
+    return math.exp(iv.mean), math.exp(iv.low), math.exp(iv.high)
+
+
 def speed_table(subject: Subject, params: dict, device: str
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Speed and memory per precision on one batch. Speed: a training step and an inference
-    forward, all precisions timed interleaved in one run (`bench.interleaved`), medians and
-    ratios to 32-true, with the 95 % interval of the per-round ratios (`*_low`, `*_high`).
+    forward, all precisions timed interleaved in one run (`bench.interleaved`): median seconds,
+    and the ratio to 32-true as the geometric mean of the per-round ratios with its 95 %
+    interval (`*_low`, `*_high`), so the ratio always lies inside its interval.
     Memory: bytes of weights, gradients, optimizer state (after one step)
     and saved activations of one forward; on CUDA also the peak of a training step."""
     split = subject.split.to(device)
@@ -499,14 +507,10 @@ def speed_table(subject: Subject, params: dict, device: str
     rows = []
     for precision in params["precisions"]:
         t, i = med[f"train {precision}"], med[f"infer {precision}"]
-        row = {"precision": precision, "train_step_s": float(t), "inference_s": float(i),
-               "train_step_ratio": float(t / med["train 32-true"]),
-               "inference_ratio": float(i / med["infer 32-true"])}
+        row = {"precision": precision, "train_step_s": float(t), "inference_s": float(i)}
         for kind, name in (("train", "train_step_ratio"), ("infer", "inference_ratio")):
-            # each round's ratio to 32-true's time in the same round: its 95 % interval
-            iv = stats.interval(np.log(per_round[f"{kind} {precision}"]
-                                       / per_round[f"{kind} 32-true"]))
-            row[f"{name}_low"], row[f"{name}_high"] = math.exp(iv.low), math.exp(iv.high)
+            row[name], row[f"{name}_low"], row[f"{name}_high"] = round_ratio(
+                per_round[f"{kind} {precision}"], per_round[f"{kind} 32-true"])
         rows.append(row)
     return pd.DataFrame(rows), pd.DataFrame(mem_rows)
 
