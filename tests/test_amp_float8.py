@@ -21,7 +21,8 @@ from precisionlab.amp.float8 import (
     quantize_rowwise,
 )
 from precisionlab.data import digits
-from precisionlab.lowbit import mx_scale_exponent, representable_values
+from precisionlab.formats import representable_values
+from precisionlab.lowbit import mx_scale_exponent
 from precisionlab.models import MLP
 
 E4M3_MAX, E5M2_MAX = 448.0, 57344.0

@@ -368,6 +368,9 @@ def test_get_format():
         "bf16",
         "fp8_e4m3fn",
         "fp8_e5m2",
+        "fp6_e2m3",
+        "fp6_e3m2",
+        "fp4_e2m1",
         "int8",
         "int4",
     ]

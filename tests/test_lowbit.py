@@ -8,14 +8,12 @@ import pytest
 import torch
 
 from precisionlab import formats
+from precisionlab.formats import get_format, representable_values
 from precisionlab.lowbit import (
     E8M0_ROUNDINGS,
-    ELEMENT_FORMATS,
     FAST_FORMATS,
     _round_bits,
-    get_fast_format,
     mx_scale_exponent,
-    representable_values,
     round_e8m0,
     round_fast,
     rounding_benchmark,
@@ -68,10 +66,10 @@ def grid() -> torch.Tensor:
 
 @pytest.mark.parametrize("name", FAST_FORMATS)
 def test_nearest_matches_reference_round_to(name, grid):
-    want = formats.round_to(grid, get_fast_format(name))
+    want = formats.round_to(grid, get_format(name))
     assert_same(round_fast(grid, name), want, grid)
     # the integer kernel that stochastic rounding uses rounds to nearest exactly too
-    assert_same(_round_bits(grid, get_fast_format(name), "nearest", None), want, grid)
+    assert_same(_round_bits(grid, get_format(name), "nearest", None), want, grid)
 
 
 @pytest.mark.parametrize("name", list(TORCH_DTYPES))
@@ -144,7 +142,7 @@ def test_nan_stays_nan_and_shape_is_kept():
 
 @pytest.mark.parametrize("name", list(ML_DTYPES))
 def test_element_format_constants_match_ml_dtypes_finfo(name):
-    f, fi = ELEMENT_FORMATS[name], ml_dtypes.finfo(ML_DTYPES[name])
+    f, fi = formats.FORMATS[name], ml_dtypes.finfo(ML_DTYPES[name])
     assert f.bits == fi.bits
     assert (f.max_finite, f.min_normal, f.min_subnormal, f.eps) == (
         float(fi.max), float(fi.tiny), float(fi.smallest_subnormal), float(fi.eps))
@@ -153,7 +151,7 @@ def test_element_format_constants_match_ml_dtypes_finfo(name):
 
 @pytest.mark.parametrize("name", list(ML_DTYPES))
 def test_representable_values_are_every_ml_dtypes_pattern(name):
-    f = ELEMENT_FORMATS[name]
+    f = formats.FORMATS[name]
     every = np.arange(2**f.bits, dtype=np.uint8).view(ML_DTYPES[name]).astype(np.float64)
     vals = representable_values(name)
     assert torch.equal(vals, torch.unique(torch.from_numpy(every)))
@@ -163,7 +161,7 @@ def test_representable_values_are_every_ml_dtypes_pattern(name):
 
 def test_formats_classify_works_on_element_formats():
     x = torch.tensor([0.1, 0.3, 0.9, 2.0, 100.0])  # fp4: flushed, subnormal (0.5), 1, 2, over
-    c = formats.classify(x, ELEMENT_FORMATS["fp4_e2m1"])
+    c = formats.classify(x, formats.FORMATS["fp4_e2m1"])
     assert c == {"flushed": 0.2, "subnormal": 0.2, "normal": 0.4, "overflow": 0.2}
 
 
@@ -213,7 +211,7 @@ def test_stochastic_is_unbiased_between_the_two_neighbours(name, value):
 )
 def test_stochastic_below_the_smallest_subnormal_is_unbiased(name, big, small, n_big):
     """Below q = min_subnormal the result is 0 or q with P(q) = |x| / q, whatever the mixture."""
-    q = get_fast_format(name).min_subnormal
+    q = get_format(name).min_subnormal
     n = 100_000
     x = torch.tensor([big] * n_big + [small] * (n - n_big), dtype=torch.float32)
     got = round_fast(x, name, "stochastic", torch.Generator().manual_seed(21)).double()
@@ -236,7 +234,7 @@ def test_stochastic_never_moves_representable_values(name):
 @pytest.mark.parametrize("name", FAST_FORMATS)
 def test_stochastic_lands_on_a_neighbour_of_nearest(name, grid):
     """Every result is round-down or round-up of x (i.e. one of the two neighbours)."""
-    f = get_fast_format(name)
+    f = get_format(name)
     x = grid[torch.isfinite(grid)][::7]
     got = round_fast(x, name, "stochastic", torch.Generator().manual_seed(1)).double()
     vals = representable_values(name)

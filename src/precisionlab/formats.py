@@ -38,14 +38,15 @@ class FloatFormat:
     """A binary floating-point format given by its bit layout; all constants derive from it.
 
     ``nan_inf="ieee"`` reserves the all-ones exponent for inf/NaN; ``"fn"`` (e4m3fn) has no inf
-    and only the all-ones exponent with all-ones mantissa is NaN.
+    and only the all-ones exponent with all-ones mantissa is NaN; ``"none"`` (the OCP MX element
+    formats) has neither: every bit pattern is a number, the all-ones exponent a normal binade.
     """
 
     name: str
     exponent_bits: int
     mantissa_bits: int
     bias: int
-    nan_inf: Literal["ieee", "fn"]
+    nan_inf: Literal["ieee", "fn", "none"]
     overflow: Literal["inf", "saturate"]
     torch_dtype: torch.dtype | None
 
@@ -69,8 +70,14 @@ class FloatFormat:
     def max_finite(self) -> float:
         """Largest finite value (fn formats give the top all-ones mantissa to NaN)."""
         m = self.mantissa_bits
-        top_mantissa = 2**m - 1 if self.nan_inf == "ieee" else 2**m - 2
+        top_mantissa = 2**m - 2 if self.nan_inf == "fn" else 2**m - 1
         return math.ldexp(2**m + top_mantissa, self.emax - m)
+
+    @property
+    def saturates_above(self) -> float:
+        """The magnitude from which nearest rounding lands beyond max_finite: max_finite plus
+        half the top binade's step (a scaled value above it saturates or overflows)."""
+        return self.max_finite + math.ldexp(1.0, self.emax - self.mantissa_bits - 1)
 
     @property
     def min_normal(self) -> float:
@@ -135,6 +142,10 @@ FORMATS: dict[str, FloatFormat | IntFormat] = {
     "bf16": FloatFormat("bf16", 8, 7, 127, "ieee", "inf", torch.bfloat16),
     "fp8_e4m3fn": FloatFormat("fp8_e4m3fn", 4, 3, 7, "fn", "saturate", torch.float8_e4m3fn),
     "fp8_e5m2": FloatFormat("fp8_e5m2", 5, 2, 15, "ieee", "inf", torch.float8_e5m2),
+    # OCP MX v1.0 element formats: no inf or NaN, saturating; torch has no dtype to compute in
+    "fp6_e2m3": FloatFormat("fp6_e2m3", 2, 3, 1, "none", "saturate", None),
+    "fp6_e3m2": FloatFormat("fp6_e3m2", 3, 2, 3, "none", "saturate", None),
+    "fp4_e2m1": FloatFormat("fp4_e2m1", 2, 1, 1, "none", "saturate", None),
     "int8": IntFormat("int8", 8),
     "int4": IntFormat("int4", 4),
 }
@@ -289,8 +300,10 @@ def representable_values(fmt: str | FloatFormat | IntFormat) -> torch.Tensor:
     top = 2**f.exponent_bits - 1
     if f.nan_inf == "ieee":
         keep = field_e != top
-    else:
+    elif f.nan_inf == "fn":
         keep = ~((field_e == top) & (field_m == 2**m - 1))
+    else:  # no inf/NaN encodings: every pattern is a value
+        keep = torch.ones_like(field_e, dtype=torch.bool)
     field_e, field_m = field_e[keep], field_m[keep]
     normal = field_e > 0
     significand = torch.where(normal, field_m + 2**m, field_m).to(torch.float64)

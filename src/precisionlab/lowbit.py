@@ -12,7 +12,6 @@ operations on the float32 bit pattern for stochastic rounding (every format).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -28,42 +27,16 @@ __all__ = [
     "E8M0_ROUNDINGS",
     "ELEMENT_FORMATS",
     "FAST_FORMATS",
-    "MXFloatFormat",
-    "get_fast_format",
     "mx_scale_exponent",
-    "representable_values",
     "round_e8m0",
     "round_fast",
     "rounding_benchmark",
 ]
 
 
-@dataclass(frozen=True)
-class MXFloatFormat(FloatFormat):
-    """An OCP MX element format: no inf and no NaN encodings, every bit pattern is a number.
-
-    ``nan_inf="none"``: the all-ones exponent holds ordinary values, so ``max_finite`` uses the
-    all-ones mantissa too; conversion saturates to +-max_finite (``overflow="saturate"``).
-    """
-
-    @property
-    def emax(self) -> int:
-        """Largest unbiased exponent: the all-ones exponent field is a normal binade here."""
-        return 2**self.exponent_bits - 1 - self.bias
-
-    @property
-    def max_finite(self) -> float:
-        """Largest value: all-ones exponent and all-ones mantissa."""
-        m = self.mantissa_bits
-        return math.ldexp(2 ** (m + 1) - 1, self.emax - m)
-
-
-ELEMENT_FORMATS: dict[str, FloatFormat] = {
-    "fp6_e2m3": MXFloatFormat("fp6_e2m3", 2, 3, 1, "none", "saturate", None),  # type: ignore[arg-type]
-    "fp6_e3m2": MXFloatFormat("fp6_e3m2", 3, 2, 3, "none", "saturate", None),  # type: ignore[arg-type]
-    "fp4_e2m1": MXFloatFormat("fp4_e2m1", 2, 1, 1, "none", "saturate", None),  # type: ignore[arg-type]
-}
-"""The OCP MX v1.0 element formats (no inf/NaN, saturating), built from their bit layouts."""
+ELEMENT_FORMATS: tuple[str, ...] = ("fp6_e2m3", "fp6_e3m2", "fp4_e2m1")
+"""The OCP MX v1.0 element formats below 8 bits (no inf/NaN, saturating): entries of
+`formats.FORMATS`, where every format's layout and constants live."""
 
 FAST_FORMATS: tuple[str, ...] = (
     "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "fp6_e2m3", "fp6_e3m2", "fp4_e2m1",
@@ -72,25 +45,23 @@ FAST_FORMATS: tuple[str, ...] = (
 
 ROUNDINGS = ("nearest", "stochastic")
 
-# torch casts used for nearest rounding: bit-exact with formats.round_to on CPU (tests/
-# test_formats.py and tests/test_lowbit.py). e4m3fn is clamped to +-448 first: torch's CPU cast
-# saturates, but c10's scalar conversion sends |x| >= 480 and inf to NaN, so without the clamp
-# the result could depend on which kernel (device) runs; the clamp is exact and keeps NaN.
-_TORCH_CASTS = {"fp16": torch.float16, "bf16": torch.bfloat16,
-                "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
+# Nearest rounding uses torch's own cast where the format has a torch dtype (bit-exact with
+# formats.round_to on CPU: tests/test_formats.py and tests/test_lowbit.py). e4m3fn is clamped to
+# +-448 first: torch's CPU cast saturates, but c10's scalar conversion sends |x| >= 480 and inf to
+# NaN, so without the clamp the result could depend on which kernel (device) runs; the clamp is
+# exact and keeps NaN.
 
 _MAG = 0x7FFFFFFF  # float32 bits without the sign
 _INF_BITS = 0x7F800000
 
 
-def get_fast_format(fmt: str | FloatFormat) -> FloatFormat:
-    """Resolve a name in FAST_FORMATS (or pass a FloatFormat through); unknown names raise."""
-    if isinstance(fmt, FloatFormat):
-        return fmt
-    if isinstance(fmt, str) and fmt in FAST_FORMATS:
-        return ELEMENT_FORMATS.get(fmt) or formats.FORMATS[fmt]  # type: ignore[return-value]
-    known = ", ".join(FAST_FORMATS)
-    raise ValueError(f"fmt: unknown format {fmt!r}; known formats: {known}")
+def _fast_format(fmt: str | FloatFormat) -> FloatFormat:
+    """`formats.get_format` for the formats `round_fast` handles: a name in FAST_FORMATS or a
+    FloatFormat passed through; anything else raises, naming what is allowed."""
+    if isinstance(fmt, FloatFormat) or (isinstance(fmt, str) and fmt in FAST_FORMATS):
+        return formats.get_format(fmt)  # type: ignore[return-value]
+    raise ValueError(f"fmt: unknown format {fmt!r} for fast rounding; known formats: "
+                     f"{', '.join(FAST_FORMATS)} (or a FloatFormat)")
 
 
 def _check_x(x: object) -> None:
@@ -203,17 +174,17 @@ def round_fast(x: torch.Tensor, fmt: str | FloatFormat, rounding: str = "nearest
     A custom ``FloatFormat`` of at most 22 mantissa bits is accepted too. If ``x`` requires grad
     the result is straight-through: the gradient passes unchanged, as through torch's casts.
     """
-    f = get_fast_format(fmt)
+    f = _fast_format(fmt)
     if rounding not in ROUNDINGS:
         raise ValueError(f"rounding: must be one of {', '.join(ROUNDINGS)}; got {rounding!r}")
     _check_x(x)
 
     def compute(t: torch.Tensor) -> torch.Tensor:
         if rounding == "nearest":
-            if f.name in _TORCH_CASTS and f is formats.FORMATS.get(f.name):
+            if f.torch_dtype is not None and f is formats.FORMATS.get(f.name):
                 if f.name == "fp8_e4m3fn":
                     t = t.clamp(-f.max_finite, f.max_finite)  # NaN passes; inf, >= 464 saturate
-                return t.to(_TORCH_CASTS[f.name]).float()
+                return t.to(f.torch_dtype).float()
             if f.overflow == "saturate" and f.emin - f.mantissa_bits >= -126:
                 return _round_grid(t.contiguous(), f)
         return _round_bits(t.contiguous(), f, rounding, generator)
@@ -221,25 +192,6 @@ def round_fast(x: torch.Tensor, fmt: str | FloatFormat, rounding: str = "nearest
     if x.requires_grad and torch.is_grad_enabled():
         return _StraightThrough.apply(x, compute)
     return compute(x)
-
-
-def representable_values(fmt: str | FloatFormat) -> torch.Tensor:
-    """Every finite value of ``fmt`` (a FAST_FORMATS name), sorted ascending, float64, one zero.
-
-    MX element formats have no inf/NaN, so every pattern counts (formats' own list would drop
-    the all-ones pattern as NaN); the others defer to `formats.representable_values`.
-    """
-    f = get_fast_format(fmt)
-    if not isinstance(f, MXFloatFormat):
-        return formats.representable_values(f)
-    m = f.mantissa_bits
-    field_e = torch.arange(2**f.exponent_bits, dtype=torch.int64).repeat_interleave(2**m)
-    field_m = torch.arange(2**m, dtype=torch.int64).repeat(2**f.exponent_bits)
-    normal = field_e > 0
-    significand = torch.where(normal, field_m + 2**m, field_m).to(torch.float64)
-    exponent = torch.where(normal, field_e - f.bias, torch.full_like(field_e, f.emin)) - m
-    positive = significand * torch.pow(2.0, exponent.to(torch.float64))
-    return torch.unique(torch.cat([-positive, positive]))
 
 
 # ---------------------------------------------------------------- e8m0 scales
@@ -306,7 +258,7 @@ def mx_scale_exponent(amax: torch.Tensor, fmt: str | FloatFormat) -> torch.Tenso
     scale, the block is all zeros), +inf gives 127, NaN gives 128 (e8m0's NaN, biased 0xFF).
     ``fmt`` is an element format name (FAST_FORMATS, e.g. "fp8_e4m3fn", "fp4_e2m1").
     """
-    f = get_fast_format(fmt)
+    f = _fast_format(fmt)
     if not isinstance(amax, torch.Tensor) or not amax.is_floating_point():
         raise TypeError("amax: expected a floating-point tensor")
     a = amax.abs().float() if amax.dtype in (torch.float16, torch.bfloat16) else amax.abs()
@@ -347,15 +299,15 @@ def rounding_benchmark(n: int = 2**22, threads: int = 1, repeats: int = 5,
     parts = []
     for name in FAST_FORMATS:
         cands = {}
-        if name in _TORCH_CASTS:
-            dt = _TORCH_CASTS[name]
+        dt = formats.FORMATS[name].torch_dtype
+        if dt is not None:
             cands["torch_cast"] = lambda dt=dt: x.to(dt).float()
         cands["round_fast"] = lambda name=name: round_fast(x, name)
         cands["stochastic"] = lambda name=name: round_fast(x, name, "stochastic", g)
         cands = {k: bench.at_threads(fn, threads) for k, fn in cands.items()}
         times = bench.interleaved(cands, repeats=repeats, warmup=1, device=device)
         slow = bench.time_once(bench.at_threads(lambda name=name: formats.round_to(
-            x, get_fast_format(name)), threads), device)
+            x, _fast_format(name)), threads), device)
         times = pd.concat([times, pd.DataFrame([{"candidate": "round_to", "repeat": 0,
                                                  "seconds": slow}])], ignore_index=True)
         table = bench.ratios(times, "round_fast")[["median_s", "iqr_over_median"]]

@@ -42,6 +42,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from precisionlab.formats import FORMATS, FloatFormat
+
 try:  # torch's (private) switch that pauses Python dispatch modes, e.g. the Trainer's
     # emulated 16-bit matmuls, which would add ~20 us of Python to every op here and change nothing
     from torch.utils._python_dispatch import _disable_current_modes as _no_dispatch_modes
@@ -57,36 +59,10 @@ GRAD_ROUNDINGS = ("nearest", "stochastic")
 ROLES = ("input", "weight", "grad_output")
 
 
-@dataclass(frozen=True)
-class _Element:
-    """One element format: its name in `precisionlab.lowbit`, torch dtype (None: no cast),
-    largest finite value, largest unbiased exponent of a normal value (OCP's emax), and
-    explicit mantissa bits."""
-
-    name: str
-    dtype: torch.dtype | None
-    max: float
-    emax: int
-    mantissa_bits: int
-
-    @property
-    def saturates_above(self) -> float:
-        """Scaled magnitudes above this saturate: max + half its spacing (below it, rounding to
-        nearest would give max anyway, with or without the clamp)."""
-        return self.max + 2.0 ** (self.emax - self.mantissa_bits - 1)
-
-
-def _element(name: str, dtype: torch.dtype | None) -> _Element:
-    """The element format `name`, its constants derived from its bit layout (`lowbit`)."""
-    from precisionlab.lowbit import get_fast_format
-
-    f = get_fast_format(name)
-    return _Element(name, dtype, f.max_finite, f.emax, f.mantissa_bits)
-
-
-E4M3 = _element("fp8_e4m3fn", torch.float8_e4m3fn)  # max 448, emax 8
-E5M2 = _element("fp8_e5m2", torch.float8_e5m2)  # max 57344, emax 15
-E2M1 = _element("fp4_e2m1", None)  # max 6, emax 2
+# The element formats, from the one registry (`formats.FORMATS`): layout, constants, torch dtype.
+E4M3 = FORMATS["fp8_e4m3fn"]  # max 448, emax 8
+E5M2 = FORMATS["fp8_e5m2"]  # max 57344, emax 15
+E2M1 = FORMATS["fp4_e2m1"]  # max 6, emax 2; no torch dtype
 # Element format per recipe: (forward operands, gradient operand).
 _ELEMENTS = {"current": (E4M3, E5M2), "delayed": (E4M3, E5M2), "rowwise": (E4M3, E4M3),
              "mxfp8": (E4M3, E5M2), "mxfp4": (E2M1, E2M1)}
@@ -139,25 +115,26 @@ def _integer(value: object) -> bool:
 # Rounding and scales
 # --------------------------------------------------------------------------------------------
 
-def round_elements(y: torch.Tensor, elem: _Element, rounding: str = "nearest",
+def round_elements(y: torch.Tensor, elem: FloatFormat, rounding: str = "nearest",
                    generator: torch.Generator | None = None) -> torch.Tensor:
     """Round float32 `y` (already scaled) to `elem`'s values, saturating at +-max; float32 out.
 
     Nearest e4m3/e5m2 use torch's casts (bit-exact); fp4 and stochastic rounding use
     `precisionlab.lowbit.round_fast`.
     """
-    y = y.clamp(-elem.max, elem.max)  # saturate (NaN stays NaN)
-    if rounding == "nearest" and elem.dtype is not None:
-        return y.to(elem.dtype).to(torch.float32)
+    y = y.clamp(-elem.max_finite, elem.max_finite)  # saturate (NaN stays NaN)
+    if rounding == "nearest" and elem.torch_dtype is not None:
+        return y.to(elem.torch_dtype).to(torch.float32)
     from precisionlab.lowbit import round_fast
 
     return round_fast(y, elem.name, rounding=rounding, generator=generator)
 
 
-def tensor_scale(amax: torch.Tensor, elem: _Element, margin: int = 0) -> torch.Tensor:
+def tensor_scale(amax: torch.Tensor, elem: FloatFormat, margin: int = 0) -> torch.Tensor:
     """fmt_max / amax / 2**margin, or 1 where amax is 0 or not finite."""
     ok = (amax > 0) & torch.isfinite(amax)
-    return torch.where(ok, elem.max / amax.clamp_min(1e-30) / 2.0**margin, torch.ones_like(amax))
+    return torch.where(ok, elem.max_finite / amax.clamp_min(1e-30) / 2.0**margin,
+                       torch.ones_like(amax))
 
 
 def pow2_floor(scale: torch.Tensor) -> torch.Tensor:
@@ -166,7 +143,7 @@ def pow2_floor(scale: torch.Tensor) -> torch.Tensor:
     return torch.ldexp(torch.ones_like(scale), exponent - 1)
 
 
-def mx_scale(amax: torch.Tensor, elem: _Element) -> torch.Tensor:
+def mx_scale(amax: torch.Tensor, elem: FloatFormat) -> torch.Tensor:
     """The MX multiplier 2**-(shared exponent), shared exponent = floor(log2 amax) - emax
     clamped to e8m0's [-127, 127] (amax 0 gives the smallest exponent)."""
     _, exponent = torch.frexp(amax)  # amax in [2**(e-1), 2**e)
@@ -176,7 +153,7 @@ def mx_scale(amax: torch.Tensor, elem: _Element) -> torch.Tensor:
 
 
 def _stats(x: torch.Tensor, y: torch.Tensor, q: torch.Tensor, amax: torch.Tensor,
-           scale: torch.Tensor, elem: _Element) -> torch.Tensor:
+           scale: torch.Tensor, elem: FloatFormat) -> torch.Tensor:
     """[amax, scale (median if several), nonzeros of x, nonzeros of q, saturated count] as one
     float64 tensor (no sync; `float8_stats` turns the counts into shares). An entry of q is 0
     only where x is 0 or underflowed, so underflows = nonzeros(x) - nonzeros(q)."""
@@ -186,7 +163,7 @@ def _stats(x: torch.Tensor, y: torch.Tensor, q: torch.Tensor, amax: torch.Tensor
                         torch.count_nonzero(y.abs() > elem.saturates_above).double()])
 
 
-def quantize_tensorwise(x: torch.Tensor, scale: torch.Tensor, elem: _Element,
+def quantize_tensorwise(x: torch.Tensor, scale: torch.Tensor, elem: FloatFormat,
                         rounding: str = "nearest", generator: torch.Generator | None = None,
                         ) -> tuple[torch.Tensor, torch.Tensor]:
     """(q(x) dequantized, x * scale) for one per-tensor scale."""
@@ -194,7 +171,7 @@ def quantize_tensorwise(x: torch.Tensor, scale: torch.Tensor, elem: _Element,
     return round_elements(y, elem, rounding, generator).div_(scale), y
 
 
-def quantize_rowwise(x: torch.Tensor, dim: int, elem: _Element, rounding: str = "nearest",
+def quantize_rowwise(x: torch.Tensor, dim: int, elem: FloatFormat, rounding: str = "nearest",
                      generator: torch.Generator | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Scale each slice along `dim` by its own power-of-two scale (floor of fmt_max / amax).
@@ -206,7 +183,7 @@ def quantize_rowwise(x: torch.Tensor, dim: int, elem: _Element, rounding: str = 
     return round_elements(y, elem, rounding, generator).mul_(1.0 / scale), y, amax, scale
 
 
-def quantize_blocks(x: torch.Tensor, dim: int, block: int, elem: _Element,
+def quantize_blocks(x: torch.Tensor, dim: int, block: int, elem: FloatFormat,
                     rounding: str = "nearest", generator: torch.Generator | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MX quantization of 2-D `x` in blocks of `block` values along `dim` (a last short block

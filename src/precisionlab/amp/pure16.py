@@ -44,12 +44,13 @@ from torch.optim.optimizer import (
     register_optimizer_step_pre_hook,
 )
 
+from precisionlab.formats import FORMATS
 from precisionlab.lowbit import round_fast
 
 __all__ = ["DTYPES", "RULES", "LowPrecisionWeights", "low_precision_weights", "update_stats"]
 
 RULES = ("nearest", "stochastic", "kahan")
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {n: FORMATS[n].torch_dtype for n in ("bf16", "fp16")}  # from the one registry
 STATS_COLUMNS = ["step", "rule", "weights", "updated", "lost", "lost_share"]
 
 

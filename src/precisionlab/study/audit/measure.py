@@ -46,7 +46,7 @@ __all__ = ["LOW_FORMATS", "Result", "module_gradients", "cosine", "cosine_table"
            "metric_of", "module_table", "parity_table", "ptq_config", "ptq_table",
            "resolution", "round_ratio", "run", "speed_table", "train_runs", "underflow_table"]
 
-LOW_FORMATS = {"fp16": torch.float16, "bf16": torch.bfloat16}  # the formats AMP trains in
+LOW_FORMATS = ("fp16", "bf16")  # the formats AMP trains in (`formats.FORMATS` names)
 FP16_MAX = FORMATS["fp16"].max_finite  # 65504
 
 

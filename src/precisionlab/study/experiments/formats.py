@@ -82,11 +82,13 @@ def round_to_check(n: int = 1_000_000, seed: int = 0) -> pd.DataFrame:
 
 
 _NUMPY_DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
-_ML_DTYPES = {"bf16": "bfloat16", "fp8_e4m3fn": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2"}
+_ML_DTYPES = {"bf16": "bfloat16", "fp8_e4m3fn": "float8_e4m3fn", "fp8_e5m2": "float8_e5m2",
+              "fp6_e2m3": "float6_e2m3fn", "fp6_e3m2": "float6_e3m2fn",
+              "fp4_e2m1": "float4_e2m1fn"}
 
 
 def _reference_finfo(name: str) -> tuple[str, object] | None:
-    """An independent finfo for `name`: numpy's for IEEE types, ml_dtypes' for bf16 and fp8
+    """An independent finfo for `name`: numpy's for IEEE types, ml_dtypes' for bf16, fp8 and MX
     (None for a format neither has, e.g. tf32)."""
     import ml_dtypes
 
