@@ -217,7 +217,7 @@ def mp8(pairs: pd.DataFrame, final: pd.DataFrame) -> Finding:
     The claim has a principle (AMP loses where precision matters) and examples (tasks of the
     named kind). Refuted when AMP matches fp32 on the precision-sensitive task (the principle
     fails); supported when it loses there and on a realistic task too (the examples hold as
-    well); nuanced when it loses only on the sensitive task (true of a quantity that needs more
+    well); nuanced when it loses only on the sensitive task (shown of a quantity that needs more
     resolution than 16 bits keep, not of a kind of task; the reason tells whether keeping the
     comparator in fp32 restores it and that published speech recognition matched fp32), or when
     no loss is shown either way."""
@@ -247,8 +247,9 @@ def mp8(pairs: pd.DataFrame, final: pd.DataFrame) -> Finding:
         if unsure else ""))
     return Finding("MP-8", "nuanced", text + f"; the realistic digits and MNIST-1D runs "
                    f"{ordinary_text}, and mixed precision matched fp32 on speech recognition "
-                   "(Micikevicius et al. 2018): AMP loses where a quantity needs more "
-                   "resolution than 16 bits keep, not on a kind of task; keeping g in fp32 "
+                   "(Micikevicius et al. 2018): the loss shown belongs to a quantity that "
+                   "needs more resolution than 16 bits keep, and none was shown on a realistic "
+                   "task; keeping g in fp32 "
                    f"(here all of the comparator's arithmetic, so AMP off for this model) {fix}",
                    "fig-close-pairs")
 
