@@ -22,6 +22,7 @@ from precisionlab import pretrained as pre
 from precisionlab.amp.emulation import get_matmul16, matmul16, set_matmul16
 from precisionlab.amp.policy import get_policy
 from precisionlab.formats import FORMATS
+from precisionlab.pretrained import REFERENCE as REF  # every precision is compared with it
 from precisionlab.study import stats
 from precisionlab.study.designs import INT8
 from precisionlab.validate import one_of
@@ -29,7 +30,6 @@ from precisionlab.validate import one_of
 DTYPES = {n: FORMATS[n].torch_dtype for n in ("fp32", "bf16", "fp16")}  # the registry's
 BYTES = {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}
 SMOL_CONTEXT = pre.MAX_CONTEXT["smollm2"]  # the longest window SmolLM2 reads
-REF = pre.REFERENCE  # the precision every other is compared with: 32-true
 
 # The parameters `check_parameters` checks (the template's `device` is resolved there instead).
 PARAMETERS = ("seeds", "threads", "precisions", "context", "n_windows", "windows_per_file",

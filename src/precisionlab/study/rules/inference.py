@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from precisionlab.amp.policy import PRECISIONS, get_policy
+from precisionlab.pretrained import REFERENCE as REF  # every speed-up and fidelity is against it
 from precisionlab.study import stats
 from precisionlab.study.claims import Finding, sig2, span
 
@@ -32,7 +33,6 @@ LLM6_MAX_KL = 0.01
 LLM6_MIN_COSINE = 0.999
 # An interval needs at least two timed rounds; with fewer the rule cannot judge noise.
 MIN_ROUNDS = 2
-REF = "32-true"  # the reference every speed-up and fidelity is measured against
 
 
 def is_mixed(precision: str) -> bool:
