@@ -46,6 +46,10 @@ def test_supported_when_every_task_underflows_and_states_the_cost():
     assert f.verdict == "supported"
     assert "equivalent within +-1 pp" in f.reason  # the unwelcome part: accuracy did not move
     assert "2^16 cuts that" in f.reason and "step 10" in f.reason
+    # with the flushed entries' share of the gradient's mass, the other unwelcome part
+    mass = under_table({"a": UNDERFLOW}).assign(act_flushed_mass=lambda d: d.act_flushed / 1000)
+    f = scaling.ls1(mass, runs_table(["a"], SAME))
+    assert "(step 10; they carry 0.0087 % of the gradient's L1 mass; weight" in f.reason
 
 
 def test_supported_reason_says_when_accuracy_falls():

@@ -60,7 +60,8 @@ def _underflow(under: pd.DataFrame, task: str) -> dict:
     clean = [k for k, o in over.items() if k > 0 and not o]
     at = none[none.step == step].set_index("seed")
     facts = {"step": int(step), "share": stats.interval(at.act_flushed),
-             "weight": float(at.weight_flushed.mean()), "best": None, "cut": None}
+             "weight": float(at.weight_flushed.mean()), "best": None, "cut": None,
+             "mass": float(at.act_flushed_mass.mean()) if "act_flushed_mass" in at else None}
     if clean:
         best = max(clean)
         scaled = t[(t.step == step) & (t.log2_scale == best)].set_index("seed").loc[at.index]
@@ -86,8 +87,10 @@ def _factor(iv: stats.Interval) -> str:
 
 
 def _describe(task: str, f: dict, outcome: str) -> str:
+    mass = ("" if f.get("mass") is None else
+            f"; they carry {sig2(100 * f['mass'])} % of the gradient's L1 mass")
     text = (f"{task}: {sig2(100 * f['share'].mean)} % of nonzero activation-gradient entries flush "
-            f"without scaling at its worst checkpoint (step {f['step']}; weight gradients "
+            f"without scaling at its worst checkpoint (step {f['step']}{mass}; weight gradients "
             f"{sig2(100 * f['weight'])} %)")
     if f["cut"] is None:
         text += ", and every scale tried overflowed"
