@@ -218,3 +218,44 @@ def test_pure_recipes_refuses_an_eps_no_recipe_names():
         lp.pure_recipes(h)
     old = _chapter02_history("label")
     assert lp.pure_recipes(old).equals(old)  # neither column: unchanged
+
+
+# -- the parameters and the recipes' configuration -------------------------------------------------
+
+PARAMS = dict(seeds=[0, 1], recipes=["32-true", "bf16-mixed", "mxfp8"], steps=4, batch=4,
+              lr=0.003, context=8, d_model=32, n_layers=1, eval_every=2, n_train=32, n_val=8,
+              range_steps=10, jump_at=2, drop_at=5, rounding_n=64, time_steps=2, repeats=5,
+              warmup=0, threads=1, device="cpu", matmul16="auto")
+
+
+def test_check_parameters_returns_the_device_and_names_the_bad_parameter():
+    from precisionlab.validate import ParameterError
+
+    assert set(lp.PARAMETERS) == set(PARAMS)
+    assert lp.check_parameters(PARAMS) == "cpu"
+    for change, message in [({"recipes": ["32-true"]}, "recipes: must include 'bf16-mixed'"),
+                            ({"batch": 33}, "batch: must be an integer from 1 to 32"),
+                            ({"d_model": 36}, "d_model: must be a multiple of 32"),
+                            ({"d_model": 34, "recipes": ["bf16-mixed"]},
+                             "d_model: must be a multiple of 4"),
+                            ({"drop_at": 2}, "drop_at: must be an integer from 3 to 10"),
+                            ({"repeats": 4}, "repeats"), ({"matmul16": "x"}, "matmul16"),
+                            ({"lr": 0}, "lr")]:
+        with pytest.raises(ParameterError, match=f"^{message}"):
+            lp.check_parameters(PARAMS | change)
+    # without an FP8/MX recipe any multiple of 4 will do
+    assert lp.check_parameters(PARAMS | {"d_model": 36, "recipes": ["bf16-mixed"]}) == "cpu"
+
+
+def test_recipe_configs_hold_each_recipes_dtypes_swap_rule_and_eps():
+    c = lp.recipe_configs(["16-true", "16-true, eps 1e-4", "mxfp8", "bf16-stochastic"])
+    c = c.set_index("recipe")
+    assert list(c.index) == ["16-true", "16-true, eps 1e-4", "mxfp8", "bf16-stochastic"]
+    assert list(c.loc["16-true", ["precision", "param", "compute"]]) == [
+        "16-true", "float16", "float16"]
+    assert c.loc["16-true", "eps"] == lp.TORCH_EPS and c.loc["16-true", "held"] == 0.0
+    assert c.loc["16-true, eps 1e-4", "held"] == pytest.approx(1e-4, rel=1e-3)
+    assert list(c.loc["mxfp8", ["param", "compute", "float8", "pure16"]]) == [
+        "float32", "bfloat16", "mxfp8", ""]
+    assert c.loc["bf16-stochastic", "pure16"] == "stochastic"
+    assert c.loc["bf16-stochastic", "float8"] == ""

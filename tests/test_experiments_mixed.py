@@ -171,3 +171,23 @@ def test_policy_step_times_are_ratios_to_32_true():
     assert list(t.precision) == ["32-true", "bf16-true"]
     assert t.set_index("precision").loc["32-true", "ratio_to_32-true"] == 1.0
     assert (t.ms_per_step > 0).all()
+
+
+def test_probe_devices_adds_cuda_only_when_the_chapter_runs_on_it():
+    assert X.probe_devices("cpu") == ["cpu"]
+    assert X.probe_devices("cuda") == ["cpu", "cuda"]
+    assert X.probe_devices("cuda:1") == ["cpu", "cuda"]
+    assert X.probe_devices("mps") == ["cpu"]
+
+
+def test_final_summary_is_finals_and_their_table():
+    rows = [{"task": "t", "precision": p, "seed": s, "step": k, "test_metric": 0.5 + 0.1 * s + k,
+             "test_loss": 1.0 + s, "loss": math.nan if (p == "b" and s == 0 and k == 0) else 0.3}
+            for p in ("a", "b") for s in range(3) for k in range(2)]
+    runs = pd.DataFrame(rows)
+    final, table = X.final_summary(runs, ["task", "precision"])
+    pd.testing.assert_frame_equal(final, X.finals(runs, ["task", "precision"]))
+    pd.testing.assert_frame_equal(table, X.final_table(final, ["task", "precision"]))
+    assert final.test_metric.tolist() == pytest.approx([1.5, 1.6, 1.7] * 2)
+    assert table.diverged.tolist() == [0, 1]
+    assert table["mean"].tolist() == pytest.approx([1.6, 1.6])

@@ -145,3 +145,38 @@ def test_cpu_runs_and_support(models):
     support = exp.cpu_support()
     assert support["capability"] == torch.backends.cpu.get_cpu_capability()
     assert set(support["native"]) == {"bf16", "fp16"} and support["capability"] in support["words"]
+
+
+def test_normalized_unpacks_the_normalized_parameters_in_order():
+    p = {"sizes": [1, 2], "precisions": ["32-true"], "pure_precisions": [], "mlp_widths": [8],
+         "tf_depths": [1], "accum_ks": [1, 2], "threads": 2}
+    assert exp.normalized(p) == ([1, 2], ["32-true"], [], [8], [1], [1, 2])
+
+
+def test_use_device_resolves_sets_threads_and_names_the_hardware(monkeypatch):
+    monkeypatch.setattr(exp.provenance, "hardware_line", lambda d, t: f"{d} with {t} threads")
+    before = torch.get_num_threads()
+    try:
+        assert exp.use_device("cpu", 1) == ("cpu", "cpu with 1 threads", False)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_step_study_names_the_tables_and_computes_speedups(monkeypatch):
+    info = pd.DataFrame({"family": ["MLP"], "size": [8], "params": [100], "matmul_flops": [2e9]})
+    times = pd.DataFrame({"seed": 0, "family": "MLP", "size": 8, "repeat": [0, 0, 1, 1],
+                          "precision": ["32-true", "bf16-mixed"] * 2,
+                          "seconds": [2.0, 1.0, 2.0, 1.0], "seconds_per_step": [1.0, 0.5] * 2})
+    skipped = pd.DataFrame(columns=["seed", "family", "size", "precision", "reason"])
+    calls = []
+    monkeypatch.setattr(exp, "model_info", lambda models, seed: calls.append(seed) or info)
+    monkeypatch.setattr(exp, "step_times",
+                        lambda *a: calls.append(a[1:]) or (times, skipped))
+    got_info, tables = exp.step_study("models", [3, 4], ["32-true", "bf16-mixed"], 2, 5, 1, 0.5)
+    assert calls == [3, ([3, 4], ["32-true", "bf16-mixed"], 2, 5, 1, 0.5)]
+    assert got_info is info and list(tables) == list(exp.STEP_TABLES)
+    assert tables["step_times"] is times and tables["step_skipped"] is skipped
+    speed = tables["step_speedup"].set_index("precision")
+    assert speed.speedup["bf16-mixed"] == pytest.approx(2.0)
+    assert speed.attained_gflops["32-true"] == pytest.approx(2.0)

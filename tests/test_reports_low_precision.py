@@ -169,8 +169,47 @@ def test_every_name_the_chapters_prose_cites_is_glued():
                          for i, r in enumerate(lp.RECIPES)])  # every recipe the chapter trains
     ratios = runs.assign(s_per_step=0.01, ratio=1.0 + 0.01 * runs.seed)
     trace = lp.range_change(steps=40, jump_at=4, drop_at=12)
-    glued |= set(report.facts(runs) | report.cost_facts(ratios) | report.range_facts(trace))
+    glued |= set(report.facts(runs) | report.cost_facts(ratios) | report.range_facts(trace)
+                 | report.setting_texts(96, 16, 1, 32, 16, 1024, 16))
     assert cited and sorted(cited - glued) == []
+
+
+def test_setting_texts_format_the_settings_and_constants():
+    t = report.setting_texts(1200, 16, 2, 64, 8, 1048576, 16)
+    assert t == {"steps": "1,200", "batch": "16",
+                 "shape": "2 block(s) of width 64, 8-character context",
+                 "loss_margin": f"{report.rules.LOSS_MARGIN:g} nats",
+                 "far_above": f"{report.rules.FAR_ABOVE:.3g} nats", "history": "16",
+                 "jump": f"{lp.JUMP:g}", "cost_limit": "3x", "rounding_n": "1,048,576"}
+
+
+def test_recipe_lines_say_dtypes_swap_rule_and_held_eps():
+    configs = pd.DataFrame([
+        {"recipe": "16-true", "precision": "16-true", "param": "float16", "compute": "float16",
+         "float8": "", "pure16": "", "eps": 1e-8, "held": 0.0},
+        {"recipe": "mxfp4", "precision": "bf16-mixed", "param": "float32",
+         "compute": "bfloat16", "float8": "mxfp4", "pure16": None, "eps": 1e-8,
+         "held": 9.99999993922529e-09},
+        {"recipe": "bf16-kahan", "precision": "bf16-mixed", "param": "float32",
+         "compute": "bfloat16", "float8": math.nan, "pure16": "kahan", "eps": 1e-4,
+         "held": 1e-4}])
+    assert report.recipe_lines(configs) == [
+        "          16-true: Trainer    16-true, parameters  float16, matmuls  float16, "
+        "nn.Linear, update: the policy's, Adam eps 1e-08 -> 0",
+        "            mxfp4: Trainer bf16-mixed, parameters  float32, matmuls bfloat16, "
+        "Float8Linear mxfp4, update: the policy's, Adam eps 1e-08 -> 1e-08",
+        "       bf16-kahan: Trainer bf16-mixed, parameters  float32, matmuls bfloat16, "
+        "nn.Linear, update: kahan rounding to bf16, Adam eps 0.0001 -> 0.0001"]
+
+
+def test_format_lines_and_kept_line():
+    assert report.format_lines(["fp8_e4m3fn", "fp4_e2m1"]) == [
+        "fp8_e4m3fn: 8 bits, largest 448, smallest subnormal 0.00195312",
+        "  fp4_e2m1: 4 bits, largest 6, smallest subnormal 0.5"]
+    assert len(report.format_lines()) == 3
+    assert report.kept_line(["blocks.0.ff1", "blocks.0.ff2"], ["embed", "head"]) == (
+        "FP8/MX recipes convert 2 Linears (blocks.0.ff1, blocks.0.ff2) and keep embed, head in "
+        "high precision")
 
 
 # -- the data drawn --------------------------------------------------------------------------------

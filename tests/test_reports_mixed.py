@@ -305,3 +305,58 @@ def test_autocast_pivot_shows_each_ops_output_dtype_by_autocast_and_input():
     assert list(table.index) == ["mm", "softmax"]
     assert list(table.columns) == [("bf16", "fp32"), ("bf16", "fp16")]
     assert table.loc["softmax", ("bf16", "fp16")] == "fp32"
+
+
+# ------------------------------------------------------------ printed texts and saved views ---
+
+def test_trace_summary_counts_one_precisions_ops_forward_first_every_row():
+    rows = [("bf16-mixed", "backward", "mm", "bf16,bf16", "bf16"),
+            ("bf16-mixed", "forward", "addmm", "fp32,bf16", "bf16"),
+            ("bf16-mixed", "forward", "addmm", "fp32,bf16", "bf16"),
+            ("16-mixed", "forward", "relu", "fp16", "fp16")]
+    rows += [("bf16-mixed", "forward", f"op{i:03d}", "fp32", "fp32") for i in range(70)]
+    traces = pd.DataFrame(rows, columns=["precision", "phase", "op", "in_dtypes", "out_dtype"])
+    lines = report.trace_summary(traces).splitlines()
+    assert lines[0].split() == ["phase", "op", "in_dtypes", "out_dtype", "count"]
+    assert len(lines) == 1 + 72  # every row, no '...' even beyond pandas' default max_rows
+    assert lines[1].split() == ["forward", "addmm", "fp32,bf16", "bf16", "2"]
+    assert lines[-1].split() == ["backward", "mm", "bf16,bf16", "bf16", "1"]
+    assert "relu" not in "".join(lines)  # the other precision is left out
+
+
+def test_cpu_autocast_text_prints_only_the_cpu_rows_as_op_by_autocast_and_input():
+    probe = pd.DataFrame({"device": ["cpu", "cpu", "cuda"], "op": ["mm", "mm", "mm"],
+                          "autocast": ["bf16", "bf16", "bf16"], "input": ["fp32", "bf16", "fp32"],
+                          "output": ["bf16", "bf16", "fp16"]})
+    text = report.cpu_autocast_text(probe)
+    assert text == report.autocast_pivot(probe.iloc[:2]).to_string()
+    assert "fp16" not in text and text.splitlines()[-1].split() == ["mm", "bf16", "bf16"]
+
+
+def test_lr_curves_table_keeps_the_saved_columns_in_order():
+    curves = pd.DataFrame({"smooth": [0.5], "test_metric": [0.9], "run": ["a"], "seed": [1],
+                           "step": [3], "loss": [0.4], "test_loss": [0.6]})
+    out = report.lr_curves_table(curves)
+    assert list(out.columns) == ["run", "seed", "step", "loss", "test_loss", "test_metric"]
+    assert out.iloc[0].tolist() == ["a", 1, 3, 0.4, 0.6, 0.9]
+
+
+def test_vanishing_text_is_one_line_per_format_with_every_digit():
+    text = report.vanishing_text({"fp32": 0.9998999834060669, "fp16": 1.0})
+    assert text == ("1 - 1e-4, applied in fp32: 0.9998999834060669\n"
+                    "1 - 1e-4, applied in fp16: 1.0")
+    assert report.vanishing_text({"bf16": 2.0}, label="x") == "x, applied in bf16: 2.0"
+
+
+def test_outcome_text_is_one_label_outcome_line_per_entry():
+    text = report.outcome_text({"fp32 input": "RuntimeError: boom", "fp16 input": "correct"})
+    assert text == "fp32 input: RuntimeError: boom\nfp16 input: correct"
+
+
+def test_verdict_facts_glue_each_verdict_word_by_claim_id():
+    from precisionlab.study.claims import Verdict
+
+    found = {c: Verdict(claim=c, verdict=w, reason="r", evidence="e", chapter="02")
+             for c, w in [("MP-1", "supported"), ("MP-8", "refuted")]}
+    assert report.verdict_facts(found) == {"v_MP-1": "supported", "v_MP-8": "refuted"}
+    assert report.verdict_facts({}) == {}

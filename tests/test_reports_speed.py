@@ -272,3 +272,46 @@ def test_mp17_figure_bars_are_the_median_ratio_over_sizes_with_its_range():
             (low, high) = bar.errorbar.lines[2][0].get_segments()[i][:, 1]
             np.testing.assert_allclose([low, high], [min(r), max(r)])
     plt.close(fig)
+
+
+def test_save_tables_saves_each_table_under_its_name_or_the_mapped_one(monkeypatch):
+    saved = []
+    monkeypatch.setattr(report.results, "save_table",
+                        lambda df, chapter, name: saved.append((chapter, name, df.x.sum())))
+    a, b = pd.DataFrame({"x": [1, 2]}), pd.DataFrame({"x": [10]})
+    report.save_tables("ch", {"a": a, "b": b})
+    report.save_tables("ch", {"key_b": b, "key_a": a}, {"saved_a": "key_a", "saved_b": "key_b"})
+    assert saved == [("ch", "a", 3), ("ch", "b", 10), ("ch", "saved_a", 3), ("ch", "saved_b", 10)]
+
+
+def test_matmul_summary_gives_median_bandwidth_and_each_formats_peak():
+    square = pd.DataFrame({"fmt": ["fp32", "fp32", "bf16", "bf16"], "rows": [64, 128] * 2,
+                           "median": [10.0, 30.0, 25.0, 5.0]})
+    mm = {"square": square, "matvec": pd.DataFrame({"fmt": ["fp32"]}),
+          "skipped": pd.DataFrame(columns=["fmt"]),
+          "copy": pd.DataFrame({"gb_per_s": [4.0, 1.0, 9.0]})}
+    sq, mv, skipped, bandwidth, peak = report.matmul_summary(mm)
+    assert sq is square and mv is mm["matvec"] and skipped is mm["skipped"]
+    assert bandwidth == 4.0 and isinstance(bandwidth, float)
+    assert peak.to_dict() == {"bf16": 25.0, "fp32": 30.0}
+
+
+def test_mp17_memory_appends_the_pure_rows_renumbered():
+    mem = pd.DataFrame({"precision": ["32-true", "bf16-mixed"], "total_bytes": [8, 6]})
+    pure = pd.DataFrame({"precision": ["bf16-true"], "total_bytes": [4]}, index=[0])
+    out = report.mp17_memory(mem, pure)
+    assert list(out.precision) == ["32-true", "bf16-mixed", "bf16-true"]
+    assert list(out.index) == [0, 1, 2] and list(out.total_bytes) == [8, 6, 4]
+
+
+def test_bench_texts_and_overhead_table():
+    assert report.bench_texts(1024, 512, 5, 3) == {
+        "bench_width_text": "1024", "bench_batch_text": "512", "bench_repeats_text": "5",
+        "bench_steps_text": "3"}
+    overhead = pd.DataFrame([{"extra": 1, "ratio_to_plain loop": 1.1, "iqr_over_median": 0.02,
+                              "ms_per_step": 3.0, "candidate": "Trainer",
+                              "precision": "32-true"}])
+    shown = report.overhead_table(overhead)
+    assert list(shown.columns) == ["precision", "candidate", "ms_per_step", "iqr_over_median",
+                                   "ratio_to_plain loop"]
+    assert shown.iloc[0].tolist() == ["32-true", "Trainer", 3.0, 0.02, 1.1]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from precisionlab import bench
-from precisionlab.amp import Trainer
+from precisionlab.amp import Trainer, get_policy
 from precisionlab.amp.trainer import steady_seconds_per_step
 from precisionlab.data import Split
 from precisionlab.study.designs import JUMP, RECIPE_SPECS, RECIPES, WORKING_PURE, Recipe
@@ -42,6 +42,75 @@ from precisionlab.study.store import stored
 PURE02 = "data/02_mixed_precision/pure_precision.csv"
 """Chapter 02's pure 16-bit runs (its published table, a declared input of chapter 15)."""
 TORCH_EPS = 1e-8  # torch.optim.Adam's default eps: what a recipe with eps None runs
+
+
+# The parameters `check_parameters` checks (the template's parameters cell).
+PARAMETERS = ("seeds", "recipes", "steps", "batch", "lr", "context", "d_model", "n_layers",
+              "eval_every", "n_train", "n_val", "range_steps", "jump_at", "drop_at",
+              "rounding_n", "time_steps", "repeats", "warmup", "threads", "device", "matmul16")
+
+
+def check_parameters(params: Mapping[str, object]) -> str:
+    """Check chapter 15's parameters (a mapping holding at least `PARAMETERS`) before any
+    compute: the first bad one raises naming it. Returns the resolved device."""
+    from precisionlab import provenance
+    from precisionlab import validate as v
+    from precisionlab.amp.float8 import Float8Recipe
+
+    p = params
+    recipes, d_model, n_train = p["recipes"], p["d_model"], p["n_train"]
+    v.integers("seeds", p["seeds"], 0, 2**32 - 1)
+    v.subset_of("recipes", recipes, RECIPES)
+    if BASELINE not in recipes:
+        raise v.ParameterError(f"recipes: must include {BASELINE!r} (the baseline); "
+                               f"got {recipes!r}")
+    v.integer("steps", p["steps"], 1, 1_000_000)
+    v.integer("n_train", n_train, 1, 1_000_000)
+    v.integer("batch", p["batch"], 1, n_train)  # a batch is drawn from the training windows
+    v.positive("lr", p["lr"])
+    v.integer("context", p["context"], 2, 2000)
+    v.integer("d_model", d_model, 4, 4096)
+    block = Float8Recipe().block_size
+    if d_model % block and any(RECIPE_SPECS[r].float8 for r in recipes):
+        raise v.ParameterError(f"d_model: must be a multiple of {block} (the block size the "
+                               f"FP8/MX recipes scale by); got {d_model}")
+    if d_model % 4:
+        raise v.ParameterError(f"d_model: must be a multiple of 4 (4 heads); got {d_model}")
+    v.integer("n_layers", p["n_layers"], 1, 64)
+    v.integer("eval_every", p["eval_every"], 1, 1_000_000)
+    v.integer("n_val", p["n_val"], 1, 100_000)
+    v.integer("range_steps", p["range_steps"], 3, 100_000)
+    v.integer("jump_at", p["jump_at"], 1, p["range_steps"] - 1)
+    v.integer("drop_at", p["drop_at"], p["jump_at"] + 1, p["range_steps"])
+    v.integer("rounding_n", p["rounding_n"], 1, 2**28)
+    v.integer("time_steps", p["time_steps"], 2, 1000)  # one set-up step, at least one timed
+    v.integer("repeats", p["repeats"], 5, 1000)  # bench.interleaved needs >= 5 for a median
+    v.integer("warmup", p["warmup"], 0, 1000)
+    v.integer("threads", p["threads"], 1, 256)
+    v.one_of("device", p["device"], provenance.DEVICES)
+    v.one_of("matmul16", p["matmul16"], ["native", "emulated", "auto"])
+    device = provenance.resolve_device(p["device"])
+    for r in recipes:  # each Trainer checks its own arguments, before any compute
+        Trainer(precision=spec_of(r).precision, eps=spec_of(r).eps, steps=p["steps"],
+                batch_size=p["batch"], lr=p["lr"], device=device, progress=False)
+    return device
+
+
+def recipe_configs(recipes: Sequence[str]) -> pd.DataFrame:
+    """One row per recipe: its Trainer precision, parameter and compute dtype (as 'bfloat16'),
+    Linear swap (float8) and pure-bf16 update rule (pure16), "" where none, Adam eps and the eps
+    the parameter dtype holds (held): facts of the configuration, the same on every machine."""
+    rows = []
+    for r in recipes:
+        spec = spec_of(r)
+        pol = get_policy(spec.precision)
+        eps = TORCH_EPS if spec.eps is None else spec.eps
+        rows.append({"recipe": r, "precision": spec.precision,
+                     "param": str(pol.param_dtype)[6:], "compute": str(pol.compute_dtype)[6:],
+                     "float8": spec.float8 or "", "pure16": spec.pure16 or "", "eps": eps,
+                     "held": torch.tensor(eps).to(pol.param_dtype).item()})
+    return pd.DataFrame(rows, columns=["recipe", "precision", "param", "compute", "float8",
+                                       "pure16", "eps", "held"])
 
 
 def chapter02_pure(root: Path) -> pd.DataFrame:

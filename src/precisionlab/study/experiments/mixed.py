@@ -117,6 +117,12 @@ def tensor_dtypes(precisions: Sequence[str] = ("bf16-mixed", "16-mixed", "16-tru
     return pd.concat(cols, axis=1)
 
 
+def probe_devices(device: str) -> list[str]:
+    """The device types the dtype probes run on: always the CPU (the chapter's checked tables),
+    and CUDA too when the chapter runs on it."""
+    return ["cpu"] + (["cuda"] if device.startswith("cuda") else [])
+
+
 def autocast_table(device_types: Sequence[str] = ("cpu",)) -> pd.DataFrame:
     """Tidy autocast probe: device, autocast (bf16/fp16), op, input (fp32 or low), output dtype."""
     rows = []
@@ -315,6 +321,13 @@ def final_table(final: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
     if "stalled" in final:
         extra["stalled"] = g.stalled.mean()
     return table.assign(**{k: v.to_numpy() for k, v in extra.items()})
+
+
+def final_summary(runs: pd.DataFrame, by: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The last step of each run (`finals`) and its `final_table` per group of `by`: the pair
+    the chapter saves, shows and hands to the rules."""
+    final = finals(runs, list(by))
+    return final, final_table(final, by)
 
 
 @stored

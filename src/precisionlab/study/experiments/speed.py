@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
+import torch
 from torch import nn
 
 from precisionlab import bench, memory, provenance
@@ -38,6 +39,24 @@ PARAMETERS = ("seeds", "threads", "device", "formats", "sizes", "fp16_max_n", "m
               "tf_context", "tf_batch",
               "time_steps", "step_repeats", "max_step_s", "accum_depth", "accum_ks",
               "bench_width", "bench_batch", "bench_steps", "cpu_steps")
+
+
+# The parameters `check_parameters` normalizes, which the chapter then uses in that form.
+NORMALIZED = ("sizes", "precisions", "pure_precisions", "mlp_widths", "tf_depths", "accum_ks")
+
+
+def normalized(p: dict) -> tuple:
+    """The normalized parameters of `check_parameters`' result, in `NORMALIZED` order, to
+    unpack in the chapter."""
+    return tuple(p[k] for k in NORMALIZED)
+
+
+def use_device(device: str, threads: int) -> tuple[str, str, bool]:
+    """Resolve `device` (auto -> cuda or cpu), give torch `threads` CPU threads, and return the
+    device, the hardware line that signs figures and verdicts, and whether it is CUDA."""
+    device = provenance.resolve_device(device)
+    torch.set_num_threads(threads)
+    return device, provenance.hardware_line(device, threads), device == "cuda"
 
 
 def check_parameters(p: dict) -> dict:
@@ -289,6 +308,21 @@ def speedups(times: pd.DataFrame, info: pd.DataFrame) -> tuple[pd.DataFrame, pd.
              .merge(info, on=["family", "size"]))
     speed["attained_gflops"] = speed.matmul_flops / speed.s_per_step / 1e9
     return per_seed, speed
+
+
+STEP_TABLES = ("step_times", "step_skipped", "step_speedup_per_seed", "step_speedup")
+
+
+def step_study(models: StepModels, seeds: Sequence[int], precisions: Sequence[str],
+               time_steps: int, repeats: int, warmup: int, max_step_s: float,
+               ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """The step-time section in one call: `model_info` (first seed), `step_times` and
+    `speedups`. Returns (info, tables by the names in `STEP_TABLES`)."""
+    info = model_info(models, seeds[0])
+    times, skipped = step_times(models, seeds, precisions, time_steps, repeats, warmup,
+                                max_step_s)
+    per_seed, speed = speedups(times, info)
+    return info, dict(zip(STEP_TABLES, (times, skipped, per_seed, speed), strict=True))
 
 
 def step_memory(models: StepModels, precisions: Sequence[str], seed: int) -> pd.DataFrame:

@@ -4,10 +4,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from precisionlab import formats
 from precisionlab.study import plotting, stats
 from precisionlab.study.designs import JUMP, RECIPE_SPECS, RECIPES
 from precisionlab.study.designs import RECIPE_BASELINE as BASELINE
@@ -223,3 +226,49 @@ def cost_facts(ratios: pd.DataFrame) -> dict[str, str]:
     else:
         out["cost_worst"], out["cost_within"] = "(no FP8/MX recipe timed)", "not measured against"
     return out
+
+
+def setting_texts(steps: int, batch: int, n_layers: int, d_model: int, context: int,
+                  rounding_n: int, history: int) -> dict[str, str]:
+    """The texts the prose cites about the settings: training length and model shape, the
+    rule's margins, delayed scaling's history, the range jump, the cost limit."""
+    return {"steps": f"{steps:,}", "batch": str(batch),
+            "shape": f"{n_layers} block(s) of width {d_model}, {context}-character context",
+            "loss_margin": f"{rules.LOSS_MARGIN:g} nats",
+            "far_above": f"{rules.FAR_ABOVE:.3g} nats", "history": str(history),
+            "jump": f"{JUMP:g}", "cost_limit": f"{COST_LIMIT:g}x",
+            "rounding_n": f"{rounding_n:,}"}
+
+
+def _named(value: object) -> bool:
+    """Whether a config entry names something (a non-empty string, not "", None or NaN)."""
+    return isinstance(value, str) and value != ""
+
+
+def recipe_lines(configs: pd.DataFrame) -> list[str]:
+    """One line per recipe of `experiments.low_precision.recipe_configs`: its Trainer, dtypes,
+    Linear swap, weight-update rule and Adam eps as the parameter dtype holds it."""
+    lines = []
+    for c in configs.to_dict("records"):
+        swap = f"Float8Linear {c['float8']}" if _named(c["float8"]) else "nn.Linear"
+        rule = f"{c['pure16']} rounding to bf16" if _named(c["pure16"]) else "the policy's"
+        lines.append(f"{c['recipe']:>17}: Trainer {c['precision']:>10}, parameters "
+                     f"{c['param']:>8}, matmuls {c['compute']:>8}, {swap}, update: {rule}, "
+                     f"Adam eps {c['eps']:g} -> {c['held']:.3g}")
+    return lines
+
+
+def format_lines(names: Sequence[str] = ("fp8_e4m3fn", "fp8_e5m2", "fp4_e2m1")) -> list[str]:
+    """One line per low-precision format: its bits, largest finite and smallest subnormal."""
+    lines = []
+    for name in names:
+        f = formats.get_format(name)
+        lines.append(f"{name:>10}: {f.bits} bits, largest {f.max_finite:g}, smallest subnormal "
+                     f"{f.min_subnormal:g}")
+    return lines
+
+
+def kept_line(converted: Sequence[str], kept: Sequence[str]) -> str:
+    """Which Linears the FP8/MX recipes convert and which they keep in high precision."""
+    return (f"FP8/MX recipes convert {len(converted)} Linears ({', '.join(converted)}) "
+            f"and keep {', '.join(kept)} in high precision")

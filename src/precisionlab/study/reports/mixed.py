@@ -8,15 +8,16 @@ the `hardware` line that measured it; the caller shows it (`plt.show()`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from precisionlab.amp.trace import summarize_dtypes
 from precisionlab.formats import adam_underflow
 from precisionlab.study import plotting, stats
-from precisionlab.study.claims import sig2
+from precisionlab.study.claims import Verdict, sig2
 from precisionlab.study.designs import (
     MIXED,
     PURE,
@@ -348,3 +349,42 @@ def speed_facts(times: pd.DataFrame) -> dict[str, str]:
     """The step-time ratios to 32-true of every timed policy, as the prose quotes them."""
     ratio = times.set_index("precision")["ratio_to_32-true"]
     return {f"mp26_time_{p}": f"{ratio[p]:.2f}" for p in ratio.index}
+
+
+# ------------------------------------------------------------ printed texts and saved views ---
+
+def trace_summary(traces: pd.DataFrame, precision: str = "bf16-mixed") -> str:
+    """One precision's traced step as `summarize_dtypes` counts it, printed whole (every row, no
+    wrapping), the text the chapter's checked cell prints."""
+    with pd.option_context("display.width", 200, "display.max_rows", 200):
+        return summarize_dtypes(traces[traces.precision == precision]).to_string(index=False)
+
+
+def cpu_autocast_text(probe: pd.DataFrame) -> str:
+    """The CPU rows of `autocast_table` as `autocast_pivot` prints them (CUDA's op lists
+    differ, so the checked output is the CPU's whatever the device)."""
+    return autocast_pivot(probe[probe.device == "cpu"]).to_string()
+
+
+LR_CURVE_COLUMNS = ["run", "seed", "step", "loss", "test_loss", "test_metric"]
+
+
+def lr_curves_table(curves: pd.DataFrame) -> pd.DataFrame:
+    """The columns of `lr_curves` the chapter saves (the smoothed loss is left out: it is
+    recomputed from `loss`)."""
+    return curves[LR_CURVE_COLUMNS]
+
+
+def vanishing_text(values: Mapping[str, float], label: str = "1 - 1e-4") -> str:
+    """`vanishing_update`'s exact result per format, one line each (repr, so every digit shows)."""
+    return "\n".join(f"{label}, applied in {fmt}: {value!r}" for fmt, value in values.items())
+
+
+def outcome_text(outcomes: Mapping[str, str]) -> str:
+    """One 'label: outcome' line per entry, e.g. `article_layer_errors`' error or result."""
+    return "\n".join(f"{label}: {outcome}" for label, outcome in outcomes.items())
+
+
+def verdict_facts(found: Mapping[str, Verdict]) -> dict[str, str]:
+    """Each recorded claim's verdict word under `v_<claim id>`, for the prose to quote."""
+    return {f"v_{cid}": verdict.verdict for cid, verdict in found.items()}

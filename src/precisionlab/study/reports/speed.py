@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator
 
 from precisionlab import bench
-from precisionlab.study import plotting
+from precisionlab.study import plotting, results
 from precisionlab.study.claims import sig2, span
 from precisionlab.study.designs import bytes_over_32
 
@@ -795,3 +795,42 @@ def memory_check_lines(mem: pd.DataFrame, n_models: int, precisions: Sequence[st
             "(model size, precision) pairs",
             f"weights + grads + Adam state (fp32) identical for {', '.join(precisions)} at every "
             f"size: {static_same}"]
+
+
+def save_tables(chapter: str, tables: Mapping[str, pd.DataFrame],
+                names: Mapping[str, str] | None = None) -> None:
+    """Save several tables of the chapter at once: each under its key, or, given `names` (saved
+    name -> key of `tables`), each named table under its saved name, in that order."""
+    pairs = names.items() if names is not None else ((k, k) for k in tables)
+    for name, key in pairs:
+        results.save_table(tables[key], chapter, name)
+
+
+def matmul_summary(mm: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                          pd.DataFrame, float, pd.Series]:
+    """From `matmul_grid`'s tables: square and matvec throughput, what was skipped, the median
+    copy bandwidth (GB/s) and each format's matmul peak, the inputs of the section's report."""
+    square = mm["square"]
+    return (square, mm["matvec"], mm["skipped"], float(mm["copy"].gb_per_s.median()),
+            matmul_peaks(square))
+
+
+def mp17_memory(mem: pd.DataFrame, pure: pd.DataFrame) -> pd.DataFrame:
+    """The step-memory table of MP-17: the mixed precisions' rows followed by the pure 16-bit
+    ones, renumbered."""
+    return pd.concat([mem, pure], ignore_index=True)
+
+
+def bench_texts(width: int, batch: int, repeats: int, steps: int) -> dict[str, str]:
+    """The glued settings of the Trainer-overhead benchmark."""
+    return {"bench_width_text": str(width), "bench_batch_text": str(batch),
+            "bench_repeats_text": str(repeats), "bench_steps_text": str(steps)}
+
+
+OVERHEAD_COLUMNS = ["precision", "candidate", "ms_per_step", "iqr_over_median",
+                    "ratio_to_plain loop"]
+
+
+def overhead_table(overhead: pd.DataFrame) -> pd.DataFrame:
+    """The shown columns of the Trainer-overhead table."""
+    return overhead[OVERHEAD_COLUMNS]
